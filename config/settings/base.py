@@ -1,0 +1,193 @@
+"""Settings shared by every environment. Values come from the environment (see config/env.py);
+development.py adds the newcomer defaults, production.py refuses to start without secrets."""
+
+from pathlib import Path
+
+import dj_database_url
+from kombu import Queue
+
+from config import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(env.get("PAYSYNC_VAR_DIR", str(BASE_DIR / "var")))
+
+SECRET_KEY = env.get("SECRET_KEY")
+DEBUG = env.get_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "partners",
+    "integrations",
+    "customers",
+    "invoices",
+    "payments",
+    "sync",
+    "sandbox",
+]
+
+MIDDLEWARE = [
+    "config.logging.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "partners.context_processors.partner",
+            ],
+        },
+    },
+]
+
+# Database: DATABASE_URL when set; development.py falls back to SQLite under var/.
+DATABASE_URL = env.get("DATABASE_URL")
+DATABASES = {}
+if DATABASE_URL:
+    DATABASES["default"] = dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env.get_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "partners.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.get("STATIC_ROOT", str(VAR_DIR / "static")))
+MEDIA_ROOT = Path(env.get("MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "media/"
+
+# --- REST API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["partners.tenancy.IsPartnerUser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "PaySync API",
+    "DESCRIPTION": "Autotask invoices, customers, payments and syncs of one partner.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI served from our own static files: no CDN at run time.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Celery (see config/celery.py and ../shared/RELIABILITY.md §2) --------------------------
+REDIS_URL = env.get("REDIS_URL")
+CELERY_BROKER_URL = env.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_VISIBILITY_TIMEOUT = env.get_int("CELERY_VISIBILITY_TIMEOUT", 900)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": env.get_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+}
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.get_int("CELERY_TASK_TIME_LIMIT", 300)
+CELERY_TASK_SOFT_TIME_LIMIT = env.get_int("CELERY_TASK_SOFT_TIME_LIMIT", 270)
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 10.0
+CELERY_TASK_ALWAYS_EAGER = False  # eager mode only inside tests that ask for it
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = (
+    Queue("default"),
+    Queue("sync"),
+    Queue("writeback"),
+    Queue("webhooks"),
+)
+# Routing by module: every task in sync/ runs on the sync queue, and so on.
+CELERY_TASK_ROUTES = {
+    "sync.*": {"queue": "sync"},
+    "payments.writeback.*": {"queue": "writeback"},
+    "payments.webhooks.*": {"queue": "webhooks"},
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Autotask -------------------------------------------------------------------------------
+# Our integration code (the "API tracking identifier" of our Integration Vendor, R2): a platform
+# setting, never typed by partners.
+AUTOTASK_INTEGRATION_CODE = env.get("AUTOTASK_INTEGRATION_CODE", "PAYSYNC-DEV-INTEGRATION-CODE")
+AUTOTASK_ZONE_LOOKUP_URL = env.get(
+    "AUTOTASK_ZONE_LOOKUP_URL",
+    "https://webservices.autotask.net/atservicesrest/v1.0/zoneInformation",
+)
+AUTOTASK_TIMEOUT_SECONDS = env.get_float("AUTOTASK_TIMEOUT_SECONDS", 30.0)
+AUTOTASK_CONNECT_TIMEOUT_SECONDS = env.get_float("AUTOTASK_CONNECT_TIMEOUT_SECONDS", 5.0)
+AUTOTASK_MAX_CONCURRENCY = env.get_int("AUTOTASK_MAX_CONCURRENCY", 3)
+AUTOTASK_BUDGET_SHARE = env.get_float("AUTOTASK_BUDGET_SHARE", 0.5)
+AUTOTASK_MAX_RETRIES = env.get_int("AUTOTASK_MAX_RETRIES", 5)
+
+# --- Stored secrets -------------------------------------------------------------------------
+# A comma-separated list of Fernet keys: the first encrypts, all decrypt (MultiFernet).
+FIELD_ENCRYPTION_KEYS = env.get_list("FIELD_ENCRYPTION_KEYS", [])
+
+# --- Security defaults that hold everywhere ------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+METRICS_TOKEN = env.get("METRICS_TOKEN")
+
+from config.logging import build_logging_config  # noqa: E402
+
+LOG_LEVEL = env.get("LOG_LEVEL", "INFO")
+LOG_FORMAT = env.get("LOG_FORMAT", "text")
+LOGGING = build_logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)

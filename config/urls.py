@@ -1,0 +1,59 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.permissions import AllowAny
+from rest_framework.routers import DefaultRouter
+
+from config import health
+from partners import api as partner_api
+from partners.views import DashboardHomeView, PlaceholderPageView
+
+router = DefaultRouter()
+router.register("users", partner_api.UserViewSet, basename="user")
+
+api_v1 = [
+    path("me/", partner_api.MeView.as_view(), name="me"),
+    path("auth/token/", obtain_auth_token, name="auth-token"),
+    path(
+        "schema/",
+        SpectacularAPIView.as_view(permission_classes=[AllowAny]),
+        name="schema",
+    ),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[AllowAny]),
+        name="docs",
+    ),
+    path("", include(router.urls)),
+]
+
+
+def _page(route, name, title):
+    return path(route, PlaceholderPageView.as_view(nav=name, title=title), name=name)
+
+
+dashboard = [
+    path("", DashboardHomeView.as_view(), name="home"),
+    _page("invoices/", "invoices", "Invoices"),
+    _page("customers/", "customers", "Customers"),
+    _page("payments/", "payments", "Payments"),
+    _page("integrations/", "integrations", "Integrations"),
+    _page("preferences/", "preferences", "Preferences"),
+    _page("sync-history/", "sync-history", "Sync history"),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include((api_v1, "api"))),
+    path("", include((dashboard, "dashboard"))),
+]

@@ -1,0 +1,85 @@
+from django.contrib.auth.models import AbstractUser, UserManager
+from django.db import models
+from django.utils.text import slugify
+
+
+class Partner(models.Model):
+    """The tenant: an MSP using the platform. Every partner-owned row points here."""
+
+    class Integration(models.TextChoices):
+        NONE = "none", "None"
+        AUTOTASK = "autotask", "Autotask"
+        OTHER = "other", "Other PSA"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    primary_integration = models.CharField(
+        max_length=20, choices=Integration.choices, default=Integration.NONE
+    )
+    time_zone = models.CharField(
+        max_length=64, default="UTC", help_text="Used to show times in the dashboard."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def save(self, *args, **kwargs):
+        if not self.slug:
+            self.slug = slugify(self.name)[:80] or "partner"
+        super().save(*args, **kwargs)
+
+
+class PartnerOwnedQuerySet(models.QuerySet):
+    def for_partner(self, partner):
+        if partner is None:
+            raise ValueError("A partner-owned query needs a partner.")
+        return self.filter(partner=partner)
+
+
+class PartnerUserManager(UserManager.from_queryset(PartnerOwnedQuerySet)):
+    pass
+
+
+class User(AbstractUser):
+    """A person who signs in. Partner users belong to exactly one partner; ops staff have no
+    partner and use the admin."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    partner = models.ForeignKey(
+        Partner, null=True, blank=True, on_delete=models.PROTECT, related_name="users"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+
+    objects = PartnerUserManager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(partner__isnull=False) | models.Q(is_staff=True),
+                name="user_has_partner_unless_staff",
+            )
+        ]
+
+    @property
+    def can_manage_partner(self) -> bool:
+        return self.partner_id is not None and self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+
+class PartnerOwnedModel(models.Model):
+    """Base for every row that belongs to a partner. Views reach these rows only through
+    `Model.objects.for_partner(request.partner)` (see partners/tenancy.py)."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="+")
+
+    objects = PartnerOwnedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
