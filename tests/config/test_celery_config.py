@@ -1,0 +1,36 @@
+"""The Celery configuration of ../shared/RELIABILITY.md §2 (CQ-1, the configuration half)."""
+
+from config.celery import app
+
+
+def test_reliability_settings():
+    conf = app.conf
+    assert conf.task_serializer == "json"
+    assert conf.accept_content == ["json"]
+    assert conf.enable_utc is True and conf.timezone == "UTC"
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_time_limit == 300
+    assert conf.task_soft_time_limit < conf.task_time_limit
+    assert conf.task_always_eager is False
+
+
+def test_visibility_timeout_in_broker_and_result_backend_options():
+    app.finalize()
+    conf = app.conf
+    assert conf.broker_transport_options["visibility_timeout"] == 20  # test profile
+    assert conf.result_backend_transport_options["visibility_timeout"] == 20
+
+
+def test_separate_queues_for_sync_writeback_webhooks():
+    names = {q.name for q in app.conf.task_queues}
+    assert {"sync", "writeback", "webhooks", "default"} <= names
+    routes = app.conf.task_routes
+    assert routes["sync.*"]["queue"] == "sync"
+    assert routes["payments.writeback.*"]["queue"] == "writeback"
+    assert routes["payments.webhooks.*"]["queue"] == "webhooks"
+
+
+def test_beat_uses_the_database_scheduler():
+    assert app.conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
