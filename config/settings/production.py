@@ -52,5 +52,11 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_REFERRER_POLICY = "same-origin"
 
+# Static files served by whitenoise from gunicorn, compressed and cache-busted.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
 LOG_FORMAT = "json"
 LOGGING = build_logging_config(level=LOG_LEVEL, fmt="json")
