@@ -1,0 +1,73 @@
+from django.db import models
+from django.utils import timezone
+
+from config.encryption import EncryptedTextField
+from partners.models import Partner
+
+
+class AutotaskConnection(models.Model):
+    """A partner's link to its Autotask database (one per partner, R1).
+
+    Username and secret are stored encrypted (config/encryption.py); only the last 4 characters
+    of the username are kept in clear, for display. Disconnecting erases both but keeps the row
+    (with the database's `ci`), so reconnecting the same database continues where it stopped
+    and connecting a different one can be refused until the partner disconnects.
+    """
+
+    class Status(models.TextChoices):
+        CONNECTED = "connected", "Connected"
+        NEEDS_ATTENTION = "needs_attention", "Needs attention"
+        DISCONNECTED = "disconnected", "Disconnected"
+
+    class Identifier(models.TextChoices):
+        INVOICE_NUMBER = "invoice_number", "Invoice Number"
+        AUTOTASK_ID = "autotask_id", "Autotask ID"
+
+    partner = models.OneToOneField(
+        Partner, on_delete=models.CASCADE, related_name="autotask_connection"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CONNECTED)
+    account_email = models.EmailField(help_text="Email of the partner's Autotask account.")
+    username = EncryptedTextField(null=True, blank=True)
+    secret = EncryptedTextField(null=True, blank=True)
+    username_last4 = models.CharField(max_length=4, blank=True)
+    identifier = models.CharField(
+        max_length=20, choices=Identifier.choices, default=Identifier.INVOICE_NUMBER
+    )
+    filters = models.JSONField(default=dict, blank=True)
+
+    zone_name = models.CharField(max_length=100, blank=True)
+    zone_url = models.URLField(max_length=300, blank=True)
+    web_url = models.URLField(max_length=300, blank=True)
+    database_ci = models.BigIntegerField(
+        null=True, blank=True, help_text="Autotask's database identifier (zoneInformation ci)."
+    )
+
+    connected_at = models.DateTimeField(null=True, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    schedules_paused = models.BooleanField(default=False)
+    last_error_kind = models.CharField(max_length=40, blank=True)
+    last_error_message = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"Autotask for {self.partner} ({self.get_status_display()})"
+
+    @property
+    def masked_username(self) -> str:
+        return f"••••{self.username_last4}" if self.username_last4 else ""
+
+    @property
+    def is_active(self) -> bool:
+        return self.status != self.Status.DISCONNECTED
+
+    def record_error(self, kind: str, message: str, *, needs_attention: bool) -> None:
+        self.last_error_kind, self.last_error_message = kind, message[:2000]
+        self.last_error_at = timezone.now()
+        fields = ["last_error_kind", "last_error_message", "last_error_at", "updated_at"]
+        if needs_attention and self.status == self.Status.CONNECTED:
+            self.status = self.Status.NEEDS_ATTENTION
+            fields.append("status")
+        self.save(update_fields=fields)
