@@ -33,7 +33,7 @@ def raw_column(pk, column):
 def test_secret_is_not_in_the_database_column(connection_a):
     stored = raw_column(connection_a.pk, "secret")
     assert SECRET not in stored
-    prefix, kid, token = stored.split(":", 2)
+    prefix, _kid, token = stored.split(":", 2)
     assert prefix == "v1" and token.startswith("gAAAAA")
     assert "api-user-1234" not in raw_column(connection_a.pk, "username")
 
