@@ -1,0 +1,110 @@
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Greatest
+
+from customers.models import Customer, Source
+from partners.models import PartnerOwnedModel
+
+MONEY = {"max_digits": 14, "decimal_places": 2}
+ZERO = Decimal("0.00")
+
+
+class InvoiceStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    PARTIALLY_PAID = "partially_paid", "Partially paid"
+    PAID = "paid", "Paid"
+    VOID = "void", "Void"
+
+
+def _outstanding_expression():
+    # total − credits − payments here, never negative; 0 when paid in Autotask or void.
+    return Case(
+        When(Q(voided=True) | Q(paid_in_autotask_on__isnull=False), then=Value(ZERO)),
+        default=Greatest(F("total") - F("credits") - F("paid_here"), Value(ZERO)),
+        output_field=models.DecimalField(**MONEY),
+    )
+
+
+def _status_expression():
+    due = F("total") - F("credits")
+    return Case(
+        When(voided=True, then=Value(InvoiceStatus.VOID)),
+        When(paid_in_autotask_on__isnull=False, then=Value(InvoiceStatus.PAID)),
+        When(paid_here__gte=due, then=Value(InvoiceStatus.PAID)),
+        When(paid_here__gt=ZERO, then=Value(InvoiceStatus.PARTIALLY_PAID)),
+        default=Value(InvoiceStatus.OPEN),
+        output_field=models.CharField(max_length=20),
+    )
+
+
+class Invoice(PartnerOwnedModel):
+    """An invoice mirrored from Autotask (or created here, R7).
+
+    `outstanding` and `status` are generated columns computed by PostgreSQL from the stored
+    amounts, so they can never drift from them: Autotask's total and credits (synced), and
+    `paid_here`, the sum of succeeded payments recorded here (kept by the payments service
+    under a row lock).
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.AUTOTASK)
+    autotask_id = models.BigIntegerField(null=True, blank=True)
+    autotask_invoice_number = models.CharField(max_length=100, blank=True)
+    number = models.CharField(
+        max_length=100, help_text="The number shown and searched, per the identifier choice."
+    )
+    invoice_date = models.DateField()
+    due_date = models.DateField(null=True, blank=True)
+    currency = models.CharField(max_length=3, default="USD")
+    total = models.DecimalField(**MONEY, help_text="Including tax.")
+    tax = models.DecimalField(**MONEY, default=ZERO)
+    credits = models.DecimalField(**MONEY, default=ZERO, help_text="Credits applied in Autotask.")
+    paid_here = models.DecimalField(**MONEY, default=ZERO)
+    paid_in_autotask_on = models.DateField(null=True, blank=True)
+    voided = models.BooleanField(default=False)
+    payment_term_id = models.IntegerField(null=True, blank=True)
+    outstanding = models.GeneratedField(
+        expression=_outstanding_expression(),
+        output_field=models.DecimalField(**MONEY),
+        db_persist=True,
+    )
+    status = models.GeneratedField(
+        expression=_status_expression(),
+        output_field=models.CharField(max_length=20, choices=InvoiceStatus.choices),
+        db_persist=True,
+    )
+    autotask_created_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    missing_in_autotask_since = models.DateTimeField(null=True, blank=True)
+    autotask_fingerprint = models.CharField(max_length=64, blank=True)
+    pdf = models.FileField(upload_to="invoice-pdfs/%Y/%m/", blank=True)
+    pdf_fingerprint = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-invoice_date", "-id"]
+        constraints = [
+            # Not a partial index: NULLs are distinct in PostgreSQL, so rows created here
+            # (no Autotask id) never collide, and ON CONFLICT (partner_id, autotask_id) can
+            # infer this index for the sync's upserts.
+            models.UniqueConstraint(
+                fields=["partner", "autotask_id"],
+                name="invoice_unique_autotask_id_per_partner",
+            ),
+            models.CheckConstraint(
+                condition=~Q(source="autotask") | Q(autotask_id__isnull=False),
+                name="invoice_autotask_source_has_id",
+            ),
+            models.CheckConstraint(condition=Q(paid_here__gte=0), name="invoice_paid_here_gte_0"),
+        ]
+        indexes = [
+            models.Index(fields=["partner", "number"]),
+            models.Index(fields=["partner", "status"]),
+            models.Index(fields=["partner", "customer"]),
+        ]
+
+    def __str__(self):
+        return f"Invoice {self.number}"
