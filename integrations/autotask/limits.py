@@ -1,0 +1,293 @@
+"""Limits shared by every worker that talks to one Autotask database (API.md §4, §8.4, §8.5).
+
+Two rules, both held in Redis so they hold across processes and machines:
+
+1. **Concurrency**: at most ``max_concurrency`` (3) requests in flight per endpoint (entity) per
+   database. Autotask counts 3 threads per tracking identifier x object endpoint (AT-help "API
+   thread limiting"); going over gives "Thread Threshold Exceeded" errors. Slots are members of
+   a sorted set scored by lease expiry, so a worker killed mid-request frees its slot when the
+   lease (read timeout + margin) runs out instead of holding it forever.
+2. **Budget**: our own requests in a rolling hour stay under ``budget_share`` (50 %) of the
+   database's hourly threshold, which every integration on the tenant shares (API.md §8.5) and
+   above 50 % of which Autotask starts adding latency (API.md §4). The threshold comes from
+   ``ThresholdInformation`` and is cached for ``threshold_ttl`` (10 minutes). Our requests are
+   counted in per-minute buckets, summed over the timeframe; the check and the increment are one
+   Lua script, so concurrent workers cannot both take the last request. When the budget is
+   spent, ``AutotaskBudgetExhausted(resume_at=…)`` is raised *instead of* sending.
+
+Databases are keyed by the zone's ``ci`` (AT-help: "unique identifier for the database"), or by
+a hash of the username when ``ci`` is unknown. zoneInformation is exempt (the client does not
+pass it through the limiter). ``NoopLimiter`` is for unit tests and single-shot scripts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from .errors import AutotaskBudgetExhausted, AutotaskTransientError
+from .records import ThresholdInfo
+
+
+def database_key(*, ci: int | None, username: str) -> str:
+    """The identity Autotask's limits apply to: the database (``ci``)."""
+    if ci is not None:
+        return f"ci:{ci}"
+    return "user:" + hashlib.sha256(username.lower().encode()).hexdigest()[:16]
+
+
+class Limiter(Protocol):
+    """What the client needs from a limiter (replaceable; see ``NoopLimiter``)."""
+
+    def threshold_known(self, db_key: str) -> bool: ...
+
+    def set_threshold(self, db_key: str, info: ThresholdInfo) -> None: ...
+
+    def slot(self, db_key: str, endpoint: str) -> contextlib.AbstractContextManager[None]: ...
+
+
+class NoopLimiter:
+    """No limits, no Redis: unit tests, benchmarks, one-off scripts."""
+
+    def threshold_known(self, db_key: str) -> bool:
+        return True
+
+    def set_threshold(self, db_key: str, info: ThresholdInfo) -> None:
+        return None
+
+    @contextlib.contextmanager
+    def slot(self, db_key: str, endpoint: str) -> Iterator[None]:
+        yield
+
+
+class LocalLimiter(NoopLimiter):
+    """Concurrency limit inside one process only (threads), without a budget. Useful for the
+    parallel bench reader when no Redis is around; production uses ``RedisLimiter``."""
+
+    def __init__(self, max_concurrency: int = 3) -> None:
+        self.max_concurrency = max_concurrency
+        self._lock = threading.Lock()
+        self._semaphores: dict[tuple[str, str], threading.BoundedSemaphore] = {}
+
+    @contextlib.contextmanager
+    def slot(self, db_key: str, endpoint: str) -> Iterator[None]:
+        key = (db_key, endpoint.lower())
+        with self._lock:
+            semaphore = self._semaphores.setdefault(
+                key, threading.BoundedSemaphore(self.max_concurrency)
+            )
+        with semaphore:
+            yield
+
+
+_ACQUIRE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] = budget limit key; KEYS[2..] = minute buckets, newest first.
+# Returns {allowed(1|0), used_including_this, index_of_oldest_nonempty_bucket_or_-1}.
+_CHARGE_BUDGET = """
+local limit = redis.call('GET', KEYS[1])
+local counts = redis.call('MGET', unpack(KEYS, 2, #KEYS))
+local total = 0
+for i = 1, #counts do
+  if counts[i] then total = total + tonumber(counts[i]) end
+end
+if limit and total + 1 > tonumber(limit) then
+  local oldest = -1
+  for i = #counts, 1, -1 do
+    if counts[i] and tonumber(counts[i]) > 0 then oldest = i - 1; break end
+  end
+  return {0, total, oldest}
+end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return {1, total + 1, -1}
+"""
+
+
+class RedisLimiter:
+    """Cross-worker concurrency slots and hourly request budget per Autotask database."""
+
+    def __init__(
+        self,
+        redis_client: Any,
+        *,
+        max_concurrency: int = 3,
+        budget_share: float = 0.5,
+        lease_seconds: float = 45.0,
+        slot_wait_timeout: float = 60.0,
+        threshold_ttl: float = 600.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        key_prefix: str = "autotask:",
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if not 0 < budget_share <= 1:
+            raise ValueError("budget_share must be in (0, 1]")
+        self.redis = redis_client
+        self.max_concurrency = max_concurrency
+        self.budget_share = budget_share
+        self.lease_seconds = lease_seconds
+        self.slot_wait_timeout = slot_wait_timeout
+        self.threshold_ttl = threshold_ttl
+        self.clock = clock
+        self.sleep = sleep
+        self.key_prefix = key_prefix
+        self._acquire = redis_client.register_script(_ACQUIRE_SLOT)
+        self._charge = redis_client.register_script(_CHARGE_BUDGET)
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> RedisLimiter:
+        """Built from ``settings.REDIS_URL`` and the ``AUTOTASK_*`` limits."""
+        import redis
+        from django.conf import settings
+
+        if not settings.REDIS_URL:
+            raise ValueError("RedisLimiter needs settings.REDIS_URL")
+        kwargs: dict[str, Any] = {
+            "max_concurrency": settings.AUTOTASK_MAX_CONCURRENCY,
+            "budget_share": settings.AUTOTASK_BUDGET_SHARE,
+            # A lease must outlive the longest request it guards.
+            "lease_seconds": settings.AUTOTASK_TIMEOUT_SECONDS
+            + settings.AUTOTASK_CONNECT_TIMEOUT_SECONDS
+            + 10.0,
+        }
+        kwargs.update(overrides)
+        return cls(redis.Redis.from_url(settings.REDIS_URL), **kwargs)
+
+    # --- keys ------------------------------------------------------------------------------
+    # "{db}" is a Redis Cluster hash tag: all keys of one database live on one slot, which the
+    # budget script (many keys) needs.
+
+    def _key(self, db_key: str, *parts: str) -> str:
+        return self.key_prefix + "{" + db_key + "}:" + ":".join(parts)
+
+    def _limit_key(self, db_key: str) -> str:
+        return self._key(db_key, "budget", "limit")
+
+    def _window_key(self, db_key: str) -> str:
+        return self._key(db_key, "budget", "window")
+
+    # --- threshold ---------------------------------------------------------------------------
+
+    def threshold_known(self, db_key: str) -> bool:
+        try:
+            return bool(self.redis.exists(self._limit_key(db_key)))
+        except Exception as exc:
+            raise _limiter_down(exc) from exc
+
+    def set_threshold(self, db_key: str, info: ThresholdInfo) -> None:
+        """Store our budget: ``floor(share * threshold)`` per ``timeframe`` minutes."""
+        limit = math.floor(info.external_request_threshold * self.budget_share)
+        window = max(1, info.request_threshold_timeframe or 60)
+        try:
+            pipe = self.redis.pipeline()
+            pipe.set(self._limit_key(db_key), limit, ex=max(1, int(self.threshold_ttl)))
+            pipe.set(self._window_key(db_key), window, ex=max(1, int(self.threshold_ttl)))
+            pipe.execute()
+        except Exception as exc:
+            raise _limiter_down(exc) from exc
+
+    # --- budget ------------------------------------------------------------------------------
+
+    def charge(self, db_key: str) -> int:
+        """Count one request against the budget, or raise ``AutotaskBudgetExhausted``.
+
+        Returns the number of requests used in the current window (including this one).
+        """
+        now = self.clock()
+        minute = int(now // 60)
+        try:
+            window = int(self.redis.get(self._window_key(db_key)) or 60)
+            buckets = [self._key(db_key, "budget", "m", str(minute - i)) for i in range(window)]
+            allowed, used, oldest = self._charge(
+                keys=[self._limit_key(db_key), *buckets],
+                args=[window * 60 + 120],
+            )
+        except Exception as exc:
+            raise _limiter_down(exc) from exc
+        if int(allowed) == 1:
+            return int(used)
+        oldest = int(oldest)
+        # The oldest counted minute leaves the rolling window at (its start + window).
+        resume_minute = minute - oldest + window if oldest >= 0 else minute + 1
+        resume_at = datetime.fromtimestamp(resume_minute * 60, tz=UTC)
+        raise AutotaskBudgetExhausted(
+            f"Autotask request budget exhausted ({int(used)} requests in the last {window} min), "
+            f"resume at {resume_at.isoformat()}",
+            resume_at=resume_at,
+        )
+
+    # --- concurrency -------------------------------------------------------------------------
+
+    def in_flight(self, db_key: str, endpoint: str) -> int:
+        key = self._key(db_key, "slots", endpoint.lower())
+        self.redis.zremrangebyscore(key, "-inf", self.clock())
+        return int(self.redis.zcard(key))
+
+    def _try_acquire(self, key: str, token: str) -> bool:
+        now = self.clock()
+        try:
+            got = self._acquire(
+                keys=[key],
+                args=[
+                    now,
+                    now + self.lease_seconds,
+                    self.max_concurrency,
+                    token,
+                    int(self.lease_seconds * 1000) + 1000,
+                ],
+            )
+        except Exception as exc:
+            raise _limiter_down(exc) from exc
+        return int(got) == 1
+
+    @contextlib.contextmanager
+    def slot(self, db_key: str, endpoint: str) -> Iterator[None]:
+        """Hold one of the endpoint's concurrency slots and charge the budget for one request.
+
+        Waits (bounded by ``slot_wait_timeout``) for a free slot, polling with jittered backoff;
+        then charges the budget — if that raises, the slot is released and nothing is sent.
+        """
+        key = self._key(db_key, "slots", endpoint.lower())
+        token = uuid.uuid4().hex
+        deadline = self.clock() + self.slot_wait_timeout
+        pause = 0.01
+        while not self._try_acquire(key, token):
+            if self.clock() >= deadline:
+                raise AutotaskTransientError(
+                    f"no free Autotask concurrency slot for {endpoint} within "
+                    f"{self.slot_wait_timeout:.0f} s",
+                    kind="slot_wait",
+                    entity=endpoint,
+                )
+            self.sleep(random.uniform(pause / 2, pause))
+            pause = min(pause * 2, 0.25)
+        try:
+            self.charge(db_key)
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # the lease expires anyway
+                self.redis.zrem(key, token)
+
+
+def _limiter_down(exc: Exception) -> AutotaskTransientError:
+    return AutotaskTransientError(
+        f"Autotask limiter (Redis) unavailable: {type(exc).__name__}", kind="limiter"
+    )
