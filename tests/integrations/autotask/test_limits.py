@@ -1,0 +1,174 @@
+"""Shared limits in the real (throwaway) Redis that bin/test starts (limits.py, API.md §4)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import redis
+from django.conf import settings
+
+from integrations.autotask import AutotaskBudgetExhausted, AutotaskTransientError, RedisLimiter
+from integrations.autotask.records import ThresholdInfo
+
+from .fakes import invoice, page
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_limiter(redis_client):
+    prefixes = []
+
+    def make(**kwargs) -> RedisLimiter:
+        prefix = f"test-autotask-{uuid.uuid4().hex[:8]}:"
+        prefixes.append(prefix)
+        return RedisLimiter(redis_client, key_prefix=prefix, **kwargs)
+
+    yield make
+    for prefix in prefixes:
+        for key in redis_client.scan_iter(f"{prefix}*"):
+            redis_client.delete(key)
+
+
+def threshold(total: int, used: int = 0) -> dict:
+    return {
+        "externalRequestThreshold": total,
+        "requestThresholdTimeframe": 60,
+        "currentTimeframeRequestCount": used,
+    }
+
+
+def test_four_threads_never_have_more_than_three_requests_in_flight(
+    make_client, fake, make_limiter
+):
+    limiter = make_limiter(max_concurrency=3)
+    lock = threading.Lock()
+    in_flight = 0
+    peak = 0
+
+    def slow_query(sent, match):
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.05)
+        with lock:
+            in_flight -= 1
+        return 200, {}, page([invoice(1)])
+
+    fake.api("GET", "ThresholdInformation", (200, {}, threshold(10_000)))
+    fake.api("POST", "Invoices/query", slow_query)
+    client = make_client(limiter=limiter)
+    client.check_connection()  # zone + threshold once, before the threads start
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(5):
+                assert len(list(client.iter_invoices())) == 1
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert peak == 3
+    assert len(fake.calls("POST", "Invoices/query")) == 20
+    assert limiter.in_flight(client.db_key, "Invoices") == 0
+
+
+def test_other_endpoints_have_their_own_slots(make_limiter):
+    limiter = make_limiter(max_concurrency=1, slot_wait_timeout=0.0)
+    limiter.set_threshold("ci:1", ThresholdInfo(10_000, 60, 0))
+    with (
+        limiter.slot("ci:1", "Invoices"),
+        limiter.slot("ci:1", "Companies"),
+        pytest.raises(AutotaskTransientError) as info,
+        limiter.slot("ci:1", "Invoices"),
+    ):
+        pass
+    assert info.value.kind == "slot_wait"
+    assert info.value.retryable is True
+
+
+def test_a_crashed_holder_frees_its_slot_when_the_lease_expires(make_limiter, clock):
+    limiter = make_limiter(
+        max_concurrency=1, lease_seconds=40, slot_wait_timeout=5, clock=clock, sleep=clock.sleep
+    )
+    limiter.set_threshold("ci:1", ThresholdInfo(10_000, 60, 0))
+    crashed = limiter.slot("ci:1", "Invoices")
+    crashed.__enter__()  # never exited: the worker died holding it
+    with (
+        pytest.raises(AutotaskTransientError, match="no free Autotask concurrency slot"),
+        limiter.slot("ci:1", "Invoices"),
+    ):
+        pass
+    clock.now += 41
+    with limiter.slot("ci:1", "Invoices"):
+        assert limiter.in_flight("ci:1", "Invoices") == 1
+
+
+def test_budget_exhausted_raises_with_resume_at_and_sends_nothing(
+    make_client, fake, make_limiter, clock
+):
+    limiter = make_limiter(budget_share=0.5, clock=clock)
+    fake.api("GET", "ThresholdInformation", (200, {}, threshold(4)))  # our budget: 2 an hour
+    fake.api("GET", r"Invoices/\d+", (200, {}, {"item": invoice(1)}))
+    client = make_client(limiter=limiter)
+    client.get_invoice(1)  # ThresholdInformation (1) + Invoices/1 (2)
+    sent_before = len(fake.sent)
+    with pytest.raises(AutotaskBudgetExhausted) as info:
+        client.get_invoice(1)
+    assert len(fake.sent) == sent_before  # nothing sent
+    first_minute = int(clock.now // 60) * 60
+    assert info.value.resume_at == datetime.fromtimestamp(first_minute + 3600, UTC)
+    assert "resume at" in str(info.value)
+    assert client.stats.errors_by_kind["budget"] == 1
+    # The rolling hour frees the oldest minute; then requests flow again.
+    clock.now = first_minute + 3600
+    assert client.get_invoice(1).id == 1
+
+
+def test_budget_counts_every_worker_against_one_database(make_limiter, clock):
+    limiter_a = make_limiter(budget_share=0.5, clock=clock)
+    limiter_b = RedisLimiter(limiter_a.redis, key_prefix=limiter_a.key_prefix, clock=clock)
+    limiter_a.set_threshold("ci:7", ThresholdInfo(10, 60, 0))
+    used = [limiter_a.charge("ci:7"), limiter_b.charge("ci:7"), limiter_a.charge("ci:7")]
+    clock.now += 120
+    used += [limiter_b.charge("ci:7"), limiter_a.charge("ci:7")]
+    assert used == [1, 2, 3, 4, 5]
+    with pytest.raises(AutotaskBudgetExhausted):
+        limiter_b.charge("ci:7")
+    assert not make_limiter().threshold_known("ci:8")
+
+
+def test_threshold_is_fetched_once_and_reused(make_client, fake, make_limiter):
+    limiter = make_limiter()
+    fake.api("GET", "ThresholdInformation", (200, {}, threshold(10_000)))
+    fake.api("GET", r"Invoices/\d+", (200, {}, {"item": invoice(1)}))
+    client = make_client(limiter=limiter)
+    for _ in range(3):
+        client.get_invoice(1)
+    assert len(fake.calls("GET", "ThresholdInformation")) == 1
+    assert limiter.threshold_known(client.db_key)
+
+
+def test_redis_down_is_a_transient_error(make_client, fake):
+    dead = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2)
+    client = make_client(limiter=RedisLimiter(dead), max_attempts=1)
+    with pytest.raises(AutotaskTransientError) as info:
+        client.get_invoice(1)
+    assert info.value.kind == "limiter"
+    assert "Secret" not in str(info.value)
