@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from integrations.autotask import (
     AutotaskAuthError,
@@ -132,3 +134,23 @@ def test_client_treats_connection_errors_as_transient(make_client, fake):
     with pytest.raises(AutotaskTransientError) as info:
         client.get_invoice(5)
     assert info.value.kind == "connection"
+
+
+@given(
+    retry_index=st.integers(min_value=0, max_value=40),
+    seed=st.integers(min_value=0, max_value=2**32),
+    base=st.floats(min_value=0.01, max_value=5),
+    cap=st.floats(min_value=0.1, max_value=600),
+)
+def test_backoff_is_always_within_zero_and_the_capped_exponential(retry_index, seed, base, cap):
+    policy = RetryPolicy(base_delay=base, max_delay=cap, rng=random.Random(seed))
+    delay = policy.delay_for(AutotaskTransientError("x"), retry_index)
+    assert 0 <= delay <= min(base * 2**retry_index, cap)
+
+
+@given(retry_after=st.floats(min_value=0, max_value=600), seed=st.integers(0, 2**32))
+def test_retry_after_within_limit_is_never_undercut(retry_after, seed):
+    policy = RetryPolicy(rng=random.Random(seed))
+    error = AutotaskThrottled("429", retry_after=retry_after, status=429)
+    for n in range(8):
+        assert policy.delay_for(error, n) >= retry_after
