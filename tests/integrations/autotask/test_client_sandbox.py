@@ -16,7 +16,7 @@ from django.conf import settings
 
 pytest.importorskip("sandbox.server")
 
-from integrations.autotask import (  # noqa: E402
+from integrations.autotask import (
     AutotaskAuthError,
     AutotaskBudgetExhausted,
     AutotaskClient,
@@ -30,7 +30,7 @@ from integrations.autotask import (  # noqa: E402
     RedisLimiter,
     RetryPolicy,
 )
-from integrations.autotask.zones import ZoneCache  # noqa: E402
+from integrations.autotask.zones import ZoneCache
 
 
 @pytest.fixture
