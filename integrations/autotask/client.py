@@ -263,8 +263,14 @@ class AutotaskClient:
         self.stats.record_retry()
 
     def _ensure_threshold(self, db_key: str) -> None:
-        """The budget needs the database's threshold; fetch it when the cached one expired."""
-        if not self.limiter.threshold_known(db_key):
+        """The budget needs the database's threshold; fetch it when the cached one expired
+        (every ``threshold_ttl``, 10 minutes by default)."""
+        try:
+            known = self.limiter.threshold_known(db_key)
+        except AutotaskError as error:  # limiter down
+            self.stats.record_error(error.kind)
+            raise
+        if not known:
             self.get_threshold_information()
 
     def _attempt(
@@ -282,9 +288,9 @@ class AutotaskClient:
         """One HTTP exchange: limiter slot, send, time, count, log, classify."""
         path = urlsplit(url).path
         payload = None if body is None else json.dumps(body)
+        if db_key is not None and ensure_budget:
+            self._ensure_threshold(db_key)  # its own request, counted by its own _attempt
         try:
-            if db_key is not None and ensure_budget:
-                self._ensure_threshold(db_key)
             slot = (
                 self.limiter.slot(db_key, entity)
                 if db_key is not None
