@@ -1,0 +1,7 @@
+"""placeholder"""
+
+from sandbox.api import Response
+
+
+def handle(sandbox, req):
+    return Response.json(404, {"error": "not yet"})
