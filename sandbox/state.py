@@ -526,14 +526,14 @@ def _as_date(value: date | str) -> date:
 
 def _normalise(entity, changes: dict[str, Any], *, allow: set[str]) -> dict[str, Any]:
     """Wire-named values in stored form: datetimes formatted, date-only fields at midnight.
-    Names are matched case-insensitively; unknown names raise KeyError."""
+    Names are matched case-insensitively; unknown names raise ValueError."""
     out: dict[str, Any] = {}
     for name, value in changes.items():
         field = entity.field(name)
         canonical = field.name if field else ("userDefinedFields" if name.lower() ==
                                               "userdefinedfields" else None)  # fmt: skip
         if canonical is None or canonical not in allow:
-            raise KeyError(f"{entity.name} has no settable field {name!r}")
+            raise ValueError(f"{entity.name} has no settable field {name!r}")
         if field is not None and field.data_type == "datetime" and value is not None:
             if isinstance(value, datetime):
                 value = wire.format_datetime(value)
