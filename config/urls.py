@@ -7,14 +7,28 @@ from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
 from config import health
+from integrations import api as integrations_api
+from integrations.views import IntegrationsView
 from partners import api as partner_api
 from partners.views import DashboardHomeView, PlaceholderPageView
+from sync import api as sync_api
 
 router = DefaultRouter()
 router.register("users", partner_api.UserViewSet, basename="user")
+router.register("sync-runs", sync_api.SyncRunViewSet, basename="sync-run")
 
 api_v1 = [
     path("me/", partner_api.MeView.as_view(), name="me"),
+    path(
+        "integrations/autotask/",
+        integrations_api.AutotaskConnectionView.as_view(),
+        name="autotask-connection",
+    ),
+    path(
+        "integrations/autotask/preview/",
+        integrations_api.AutotaskPreviewView.as_view(),
+        name="autotask-preview",
+    ),
     path("auth/token/", obtain_auth_token, name="auth-token"),
     path(
         "schema/",
@@ -39,9 +53,8 @@ dashboard = [
     _page("invoices/", "invoices", "Invoices"),
     _page("customers/", "customers", "Customers"),
     _page("payments/", "payments", "Payments"),
-    _page("integrations/", "integrations", "Integrations"),
+    path("integrations/", IntegrationsView.as_view(), name="integrations"),
     _page("preferences/", "preferences", "Preferences"),
-    _page("sync-history/", "sync-history", "Sync history"),
 ]
 
 urlpatterns = [
@@ -55,5 +68,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"))),
+    path("integrations/", include("integrations.urls")),
+    path("sync-history/", include("sync.urls")),
     path("", include((dashboard, "dashboard"))),
 ]

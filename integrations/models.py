@@ -71,3 +71,27 @@ class AutotaskConnection(models.Model):
             self.status = self.Status.NEEDS_ATTENTION
             fields.append("status")
         self.save(update_fields=fields)
+
+
+class IntegrationEvent(models.Model):
+    """What happened to a partner's connection, by whom: connected, updated, disconnected."""
+
+    class Kind(models.TextChoices):
+        CONNECTED = "connected", "Connected"
+        UPDATED = "updated", "Updated"
+        DISCONNECTED = "disconnected", "Disconnected"
+        NEEDS_ATTENTION = "needs_attention", "Needs attention"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    actor = models.ForeignKey(
+        "partners.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} ({self.created_at:%Y-%m-%d %H:%M})"

@@ -19,7 +19,7 @@ class InvoiceStatus(models.TextChoices):
 
 
 def _outstanding_expression():
-    # total − credits − payments here, never negative; 0 when paid in Autotask or void.
+    # total - credits - payments here, never negative; 0 when paid in Autotask or void.
     return Case(
         When(Q(voided=True) | Q(paid_in_autotask_on__isnull=False), then=Value(ZERO)),
         default=Greatest(F("total") - F("credits") - F("paid_here"), Value(ZERO)),
@@ -83,6 +83,9 @@ class Invoice(PartnerOwnedModel):
     pdf_fingerprint = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Read by sync.upsert before deciding whether a sync may rewrite the row.
+    SYNC_PROTECT_FIELDS = ("paid_in_autotask_on", "paid_here", "credits", "total")
 
     class Meta:
         ordering = ["-invoice_date", "-id"]

@@ -97,8 +97,9 @@ class ChangeLogEntry(PartnerOwnedModel):
     record_id = models.BigIntegerField()
     autotask_id = models.BigIntegerField(null=True, blank=True)
     field = models.CharField(max_length=50)
-    old_value = models.TextField(blank=True, null=True)
-    new_value = models.TextField(blank=True, null=True)
+    # NULL (no value) differs from "" (an empty value) in a change log.
+    old_value = models.TextField(blank=True, null=True)  # noqa: DJ001
+    new_value = models.TextField(blank=True, null=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

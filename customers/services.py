@@ -1,0 +1,44 @@
+"""Writes to customers. Sync code maps Autotask companies here; the dashboard and API create and
+archive local ones."""
+
+from __future__ import annotations
+
+from integrations.autotask.records import Company
+
+# Fields a sync owns and overwrites (unless the customer is archived here).
+SYNCED_FIELDS = [
+    "name",
+    "number",
+    "phone",
+    "address1",
+    "address2",
+    "city",
+    "state",
+    "postal_code",
+    "country_id",
+    "company_type",
+    "active",
+]
+
+
+def _clean(value: str | None, limit: int) -> str:
+    return (value or "").strip()[:limit]
+
+
+def customer_values_from_company(company: Company) -> dict:
+    """Our columns from an Autotask company. Billing address first (billTo*), else the main one."""
+    use_billing = bool(company.bill_to_address1)
+    return {
+        "autotask_id": company.id,
+        "name": _clean(company.company_name, 255) or f"Autotask company {company.id}",
+        "number": _clean(company.company_number, 100),
+        "phone": _clean(company.phone, 50),
+        "address1": _clean(company.bill_to_address1 if use_billing else company.address1, 255),
+        "address2": _clean(company.bill_to_address2 if use_billing else company.address2, 255),
+        "city": _clean(company.bill_to_city if use_billing else company.city, 100),
+        "state": _clean(company.bill_to_state if use_billing else company.state, 100),
+        "postal_code": _clean(company.bill_to_zip_code if use_billing else company.postal_code, 30),
+        "country_id": (company.bill_to_country_id if use_billing else company.country_id),
+        "company_type": company.company_type,
+        "active": bool(company.is_active) if company.is_active is not None else True,
+    }

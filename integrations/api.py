@@ -1,0 +1,193 @@
+"""`/api/v1/integrations/autotask/`: the same connect, edit, disconnect and preview as the
+dashboard, with the same validation and errors (integrations/services.py)."""
+
+from django.core.exceptions import ValidationError
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import DomainError
+from partners.tenancy import IsPartnerManager, IsPartnerUser
+
+from . import services
+from .models import AutotaskConnection
+
+
+class ConnectionSerializer(serializers.ModelSerializer):
+    """A connection as shown: never the secret, the username only masked."""
+
+    username = serializers.CharField(source="masked_username", read_only=True)
+    filters = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = AutotaskConnection
+        fields = [
+            "status",
+            "account_email",
+            "username",
+            "identifier",
+            "filters",
+            "zone_name",
+            "zone_url",
+            "connected_at",
+            "disconnected_at",
+            "schedules_paused",
+            "last_error_kind",
+            "last_error_message",
+            "last_error_at",
+        ]
+        read_only_fields = fields
+
+
+class ConnectInputSerializer(serializers.Serializer):
+    account_email = serializers.EmailField()
+    username = serializers.CharField(max_length=200)
+    secret = serializers.CharField(max_length=200, write_only=True)
+    identifier = serializers.ChoiceField(
+        choices=AutotaskConnection.Identifier.choices,
+        default=AutotaskConnection.Identifier.INVOICE_NUMBER,
+    )
+    filters = serializers.DictField(required=False, default=dict)
+
+
+class UpdateInputSerializer(serializers.Serializer):
+    account_email = serializers.EmailField(required=False)
+    username = serializers.CharField(max_length=200, required=False)
+    secret = serializers.CharField(max_length=200, required=False, write_only=True)
+    identifier = serializers.ChoiceField(
+        choices=AutotaskConnection.Identifier.choices, required=False
+    )
+    filters = serializers.DictField(required=False)
+
+    def validate(self, attrs):
+        if "username" in attrs and "secret" not in attrs:
+            raise serializers.ValidationError({"secret": "Send the secret with a new username."})
+        return attrs
+
+
+class PreviewInputSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    secret = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, write_only=True
+    )
+    filters = serializers.DictField(required=False, default=dict)
+
+
+class PreviewSerializer(serializers.Serializer):
+    customers = serializers.IntegerField()
+    invoices = serializers.IntegerField()
+    requests_used = serializers.IntegerField()
+    company_types = serializers.DictField(child=serializers.CharField())
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+def _validation_to_domain(exc: ValidationError) -> DomainError:
+    return DomainError(
+        "Some filters are not valid.",
+        code="invalid_filters",
+        extra={"errors": {"filters": exc.message_dict}},
+    )
+
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid input or refused credentials"),
+    409: OpenApiResponse(ErrorSerializer, description="Conflicts with the current state"),
+    429: OpenApiResponse(ErrorSerializer, description="Autotask is rate limiting"),
+    503: OpenApiResponse(ErrorSerializer, description="Autotask unreachable"),
+}
+
+
+class AutotaskConnectionView(APIView):
+    """The partner's Autotask connection. Reading needs a partner user; changing it needs an
+    owner or admin."""
+
+    def get_permissions(self):
+        if self.request.method in ("GET", "HEAD", "OPTIONS"):
+            return [IsPartnerUser()]
+        return [IsPartnerManager()]
+
+    def _connection(self):
+        return AutotaskConnection.objects.filter(partner=self.request.partner).first()
+
+    @extend_schema(responses={200: ConnectionSerializer, 404: ErrorSerializer})
+    def get(self, request):
+        conn = self._connection()
+        if conn is None:
+            return Response(
+                {"detail": "Autotask has never been connected.", "code": "not_connected"},
+                status=404,
+            )
+        return Response(ConnectionSerializer(conn).data)
+
+    @extend_schema(request=ConnectInputSerializer, responses={201: ConnectionSerializer, **ERRORS})
+    def post(self, request):
+        data = ConnectInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            conn = services.autotask_connect(
+                partner=request.partner, actor=request.user, **data.validated_data
+            )
+        except ValidationError as exc:
+            raise _validation_to_domain(exc) from exc
+        body = ConnectionSerializer(conn).data
+        if conn.first_run:
+            body["sync_run_id"] = conn.first_run.id
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=UpdateInputSerializer, responses={200: ConnectionSerializer, **ERRORS})
+    def patch(self, request):
+        conn = self._connection()
+        if conn is None or not conn.is_active:
+            raise services.ConnectError("not_connected", status_code=404)
+        data = UpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            conn = services.autotask_update(
+                connection=conn, actor=request.user, **data.validated_data
+            )
+        except ValidationError as exc:
+            raise _validation_to_domain(exc) from exc
+        return Response(ConnectionSerializer(conn).data)
+
+    @extend_schema(request=None, responses={200: ConnectionSerializer, 404: ErrorSerializer})
+    def delete(self, request):
+        conn = self._connection()
+        if conn is None or not conn.is_active:
+            raise services.ConnectError("not_connected", status_code=404)
+        conn = services.autotask_disconnect(connection=conn, actor=request.user)
+        return Response(ConnectionSerializer(conn).data)
+
+
+class AutotaskPreviewView(APIView):
+    """How many customers and invoices the filters would bring in, before saving (about 5
+    Autotask requests). With no username/secret, the stored connection's are used."""
+
+    permission_classes = [IsPartnerManager]
+
+    @extend_schema(request=PreviewInputSerializer, responses={200: PreviewSerializer, **ERRORS})
+    def post(self, request):
+        data = PreviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        username = data.validated_data.get("username")
+        secret = data.validated_data.get("secret")
+        if not username or not secret:
+            conn = AutotaskConnection.objects.filter(partner=request.partner).first()
+            if conn is None or not conn.is_active:
+                raise DomainError(
+                    "Enter the Username (Key) and Password (Secret) first.",
+                    code="credentials_required",
+                )
+            username = username or conn.username.reveal()
+            secret = secret or conn.secret.reveal()
+        try:
+            preview = services.autotask_preview(
+                username=username, secret=secret, filters=data.validated_data["filters"]
+            )
+        except ValidationError as exc:
+            raise _validation_to_domain(exc) from exc
+        return Response(PreviewSerializer(preview).data)

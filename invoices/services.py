@@ -1,0 +1,102 @@
+"""Writes to invoices: mapping Autotask invoices to our rows, and the identifier choice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db.models import Case, CharField, F, When
+from django.db.models.functions import Cast
+
+from integrations.autotask.records import Invoice as AutotaskInvoice
+from integrations.models import AutotaskConnection
+
+from .models import Invoice
+
+CENT = Decimal("0.01")
+
+# Fields an Autotask sync owns (R5: amount and due date of unpaid invoices; R4: paidDate;
+# voids; the number shown). Never: paid_here, archived_at, anything created here.
+SYNCED_FIELDS = [
+    "autotask_invoice_number",
+    "number",
+    "invoice_date",
+    "due_date",
+    "total",
+    "tax",
+    "paid_in_autotask_on",
+    "voided",
+    "payment_term_id",
+    "autotask_created_at",
+]
+
+
+def money(value: Decimal | None) -> Decimal:
+    """Autotask sends doubles with up to 4 decimals (e.g. 52.7775); we keep cents, half up."""
+    return (value or Decimal(0)).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def shown_number(*, autotask_id: int, invoice_number: str | None, identifier: str) -> str:
+    """The number partners see and search (R1): Autotask's invoiceNumber, or its id. An empty
+    invoiceNumber falls back to the id either way (Autotask itself shows the id then)."""
+    if identifier == AutotaskConnection.Identifier.AUTOTASK_ID:
+        return str(autotask_id)
+    return (invoice_number or "").strip() or str(autotask_id)
+
+
+def invoice_values_from_autotask(
+    record: AutotaskInvoice, *, identifier: str, payment_term_days: dict[int, int]
+) -> dict:
+    if record.invoice_date_time is None:
+        raise ValueError("invoiceDateTime is missing")
+    # invoiceDateTime is a date in Autotask's UI: take its date part, no time-zone shift.
+    invoice_date = record.invoice_date_time.date()
+    due_date = record.due_date
+    if due_date is None:
+        days = payment_term_days.get(record.payment_term or -1)
+        due_date = invoice_date + timedelta(days=days) if days is not None else invoice_date
+    return {
+        "autotask_id": record.id,
+        "company_id": record.company_id,
+        "autotask_invoice_number": (record.invoice_number or "").strip()[:100],
+        "number": shown_number(
+            autotask_id=record.id, invoice_number=record.invoice_number, identifier=identifier
+        )[:100],
+        "invoice_date": invoice_date,
+        "due_date": due_date,
+        "total": money(record.invoice_total),
+        "tax": money(record.total_tax_value),
+        "paid_in_autotask_on": record.paid_date,
+        "voided": bool(record.is_voided),
+        "payment_term_id": record.payment_term,
+        "autotask_created_at": record.create_date_time,
+    }
+
+
+def protect_invoice(obj: Invoice) -> str | None:
+    """Paid invoices are not rewritten by later Autotask edits (issue: sync engine)."""
+    if obj.paid_in_autotask_on is not None:
+        return "already paid in Autotask"
+    if obj.paid_here > 0 and obj.paid_here >= obj.total - obj.credits:
+        return "paid here"
+    return None
+
+
+def invoices_relabel(*, partner, identifier: str) -> int:
+    """Re-label existing Autotask invoices after the identifier choice changed (no sync)."""
+    if identifier == AutotaskConnection.Identifier.AUTOTASK_ID:
+        new_number = Cast(F("autotask_id"), output_field=CharField())
+    else:
+        new_number = Case(
+            When(autotask_invoice_number="", then=Cast(F("autotask_id"), output_field=CharField())),
+            default=F("autotask_invoice_number"),
+        )
+    return (
+        Invoice.objects.for_partner(partner)
+        .filter(source="autotask")
+        .exclude(number=new_number)
+        .update(number=new_number)
+    )
+
+
+__all__ = ["SYNCED_FIELDS", "invoice_values_from_autotask", "invoices_relabel"]

@@ -1,0 +1,339 @@
+"""The sync engine: reads Autotask page by page and commits each page with its cursor.
+
+Every page is one transaction that (1) upserts the page, (2) saves where to resume and the
+run's counts, fenced by the run's owner token (`WHERE id = run AND owner = token`). If the
+fence fails (the reaper gave the run to another worker), the page rolls back and this worker
+stops: one owner writes (RELIABILITY.md §3, CQ-4). A crash loses at most the page in flight; the
+next attempt resumes after the last committed id (SY-3).
+
+Kinds (R3, R10):
+- initial: payment terms, every company, every invoice that passes the filters.
+- new_data: invoices created since the cursor (minus an overlap), the companies they need
+  (fetched by id, batched), and companies created or changed since the cursor. Idle: 3 requests.
+- unpaid: every unpaid, non-archived Autotask invoice here re-read by id (≤ 400 per request);
+  those Autotask no longer returns are flagged missing (R8), never archived.
+
+Invoices younger than the settle time are left for the next run (Autotask can expose an invoice
+before its invoicing run is finished); the cursor stops at the settle cut-off so none is missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from customers.models import Customer
+from customers.services import SYNCED_FIELDS as CUSTOMER_FIELDS
+from customers.services import customer_values_from_company
+from integrations.autotask.client import AutotaskClient
+from integrations.autotask.errors import AutotaskResponseError
+from integrations.autotask.query import Q, Query
+from integrations.autotask.records import Company
+from integrations.autotask.records import Invoice as AutotaskInvoice
+from integrations.models import AutotaskConnection
+from invoices.models import Invoice, InvoiceStatus
+from invoices.services import SYNCED_FIELDS as INVOICE_FIELDS
+from invoices.services import invoice_values_from_autotask, protect_invoice
+
+from . import filters as sync_filters
+from .models import SyncRun, SyncState
+from .upsert import UpsertResult, flag_missing, upsert_page
+
+log = logging.getLogger(__name__)
+
+SETTLE_TIME = timedelta(minutes=10)
+OVERLAP = timedelta(hours=2)
+IN_BATCH = 400
+PAGE_SIZE = 500
+
+
+class LeaseLost(Exception):
+    """Another worker owns this run now; stop without writing."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        *,
+        run: SyncRun,
+        token,
+        connection: AutotaskConnection,
+        client: AutotaskClient,
+        clock: Callable[[], datetime] = timezone.now,
+    ):
+        self.run = run
+        self.token = token
+        self.connection = connection
+        self.partner = connection.partner
+        self.client = client
+        self.clock = clock
+        self.filters = connection.filters or {}
+        self.requests_base = run.requests_used
+        self.counts = {
+            name: getattr(run, name)
+            for name in ("fetched", "created", "updated", "unchanged", "skipped", "failed")
+        }
+        self.skipped_reasons: dict[str, int] = dict(run.skipped_reasons or {})
+        self.cursor: dict[str, Any] = dict(run.cursor or {})
+
+    # --- entry point -----------------------------------------------------------------------
+
+    def execute(self) -> None:
+        if "started" not in self.cursor:
+            # Fixed on the first attempt, so a resumed run reads the same window.
+            now = self.clock()
+            self.cursor["started"] = _iso(now)
+            self.cursor["settle_cutoff"] = _iso(now - SETTLE_TIME)
+        kind = self.run.kind
+        if kind == SyncRun.Kind.INITIAL:
+            self._payment_terms()
+            self._companies_phase(sync_filters.company_conditions(self.filters))
+            self._invoices_phase(self._settled(sync_filters.invoice_conditions(self.filters)))
+        elif kind == SyncRun.Kind.NEW_DATA:
+            state = SyncState.objects.get(partner=self.partner)
+            inv_since = state.invoices_created_cursor
+            co_since = state.companies_changed_cursor
+            self._payment_terms()
+            conds = self._settled(sync_filters.invoice_conditions(self.filters))
+            if inv_since:
+                conds.append(Q.gte("createDateTime", inv_since - OVERLAP))
+            self._invoices_phase(conds, fetch_missing_companies=True)
+            co_conds = sync_filters.company_conditions(self.filters)
+            if co_since:
+                since = co_since - OVERLAP
+                co_conds.append(
+                    Q.or_(Q.gte("createDate", since), Q.gte("lastTrackedModifiedDateTime", since))
+                )
+            self._companies_phase(co_conds, phase="companies_changed")
+        elif kind == SyncRun.Kind.UNPAID:
+            self._payment_terms()
+            self._unpaid_phase()
+        else:  # PDF runs are driven by invoices/pdf.py
+            raise ValueError(f"unsupported sync kind {kind}")
+
+    def _settled(self, conds: list) -> list:
+        return [*conds, Q.lte("createDateTime", _parse(self.cursor["settle_cutoff"]))]
+
+    # --- phases ----------------------------------------------------------------------------
+
+    def _payment_terms(self) -> None:
+        terms = {}
+        for term in self.client.iter_payment_terms():
+            if term.payment_due_in_days is not None:
+                terms[str(term.id)] = term.payment_due_in_days
+        self.payment_terms = {int(k): v for k, v in terms.items()}
+
+    def _companies_phase(self, conditions: list, phase: str = "companies") -> None:
+        if self.cursor.get(f"{phase}_done"):
+            return
+        after = self.cursor.get(f"{phase}_after_id", 0)
+        query = Query(filters=[*conditions, Q.gt("id", after)], max_records=PAGE_SIZE)
+        for page in self.client.iter_pages("Companies", query, parse=False):
+            companies = self._parse_records(Company, page.items)
+            rows = [customer_values_from_company(c) for c in companies]
+            last_id = max((item.get("id", 0) for item in page.items), default=after)
+            with transaction.atomic():
+                self._apply_customers(rows)
+                self.cursor[f"{phase}_after_id"] = last_id
+                self._commit_page(phase)
+        self.cursor[f"{phase}_done"] = True
+        self._commit_state(phase)
+
+    def _invoices_phase(self, conditions: list, *, fetch_missing_companies: bool = False) -> None:
+        if self.cursor.get("invoices_done"):
+            return
+        after = self.cursor.get("invoices_after_id", 0)
+        query = Query(filters=[*conditions, Q.gt("id", after)], max_records=PAGE_SIZE)
+        for page in self.client.iter_pages("Invoices", query, parse=False):
+            records = self._parse_records(AutotaskInvoice, page.items)
+            if fetch_missing_companies:
+                self._fetch_missing_companies({r.company_id for r in records})
+            last_id = max((item.get("id", 0) for item in page.items), default=after)
+            with transaction.atomic():
+                self._apply_invoices(records)
+                self.cursor["invoices_after_id"] = last_id
+                self._commit_page("invoices")
+        self.cursor["invoices_done"] = True
+        self._commit_state("invoices")
+
+    def _unpaid_phase(self) -> None:
+        after = self.cursor.get("unpaid_after_id", 0)
+        ids = list(
+            Invoice.objects.for_partner(self.partner)
+            .filter(
+                source="autotask",
+                archived_at__isnull=True,
+                status__in=[InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID],
+                autotask_id__gt=after,
+            )
+            .order_by("autotask_id")
+            .values_list("autotask_id", flat=True)
+        )
+        for start in range(0, len(ids), IN_BATCH):
+            chunk = ids[start : start + IN_BATCH]
+            query = Query(filters=[Q.in_("id", chunk)], max_records=PAGE_SIZE)
+            items: list[dict] = []
+            for page in self.client.iter_pages("Invoices", query, parse=False):
+                items.extend(page.items)
+            records = self._parse_records(AutotaskInvoice, items)
+            returned = {item.get("id") for item in items}
+            with transaction.atomic():
+                self._apply_invoices(records)
+                missing = [i for i in chunk if i not in returned]
+                if missing:
+                    flagged = flag_missing(
+                        model=Invoice,
+                        partner=self.partner,
+                        autotask_ids=missing,
+                        record_type="invoice",
+                        run=self.run,
+                        now=self.clock(),
+                    )
+                    self.counts["updated"] += flagged
+                self.cursor["unpaid_after_id"] = chunk[-1]
+                self._commit_page("unpaid")
+        self.cursor["unpaid_done"] = True
+
+    # --- applying pages --------------------------------------------------------------------
+
+    def _parse_records(self, record_type, items: Iterable[dict]) -> list:
+        """Typed records; a malformed one is skipped with its reason, the rest goes on."""
+        out = []
+        for item in items:
+            self.counts["fetched"] += 1
+            try:
+                out.append(record_type.from_api(item))
+            except AutotaskResponseError as exc:
+                self._skip(f"malformed {record_type.ENTITY} record: {exc.message}"[:200])
+                self.counts["failed"] += 1
+        return out
+
+    def _skip(self, reason: str, n: int = 1) -> None:
+        self.counts["skipped"] += n
+        self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + n
+
+    def _count(self, result: UpsertResult) -> None:
+        self.counts["created"] += result.created
+        self.counts["updated"] += result.updated
+        self.counts["unchanged"] += result.unchanged
+        for reason, n in result.skipped.items():
+            self._skip(reason, n)
+
+    def _apply_customers(self, rows: list[dict]) -> UpsertResult:
+        result = upsert_page(
+            model=Customer,
+            partner=self.partner,
+            rows=rows,
+            tracked_fields=CUSTOMER_FIELDS,
+            record_type="customer",
+            run=self.run,
+            now=self.clock(),
+            extra_on_create=lambda row: {"source": "autotask"},
+        )
+        self._count(result)
+        return result
+
+    def _apply_invoices(self, records: list[AutotaskInvoice]) -> None:
+        company_ids = {r.company_id for r in records}
+        customers = {
+            at_id: (pk, archived)
+            for at_id, pk, archived in Customer.objects.for_partner(self.partner)
+            .filter(autotask_id__in=company_ids)
+            .values_list("autotask_id", "id", "archived_at")
+        }
+        rows = []
+        for record in records:
+            customer = customers.get(record.company_id)
+            if customer is None:
+                self._skip("customer not synced (filtered out or unknown)")
+                continue
+            try:
+                values = invoice_values_from_autotask(
+                    record,
+                    identifier=self.connection.identifier,
+                    payment_term_days=self.payment_terms,
+                )
+            except ValueError as exc:
+                self._skip(f"invalid invoice: {exc}")
+                self.counts["failed"] += 1
+                continue
+            values.pop("company_id")
+            values["customer_id"] = customer[0]
+            rows.append(values)
+        result = upsert_page(
+            model=Invoice,
+            partner=self.partner,
+            rows=rows,
+            tracked_fields=INVOICE_FIELDS,
+            record_type="invoice",
+            run=self.run,
+            now=self.clock(),
+            protect=protect_invoice,
+            extra_on_create=lambda row: {"source": "autotask", "customer_id": row["customer_id"]},
+        )
+        self._count(result)
+
+    def _fetch_missing_companies(self, company_ids: set[int]) -> None:
+        known = set(
+            Customer.objects.for_partner(self.partner)
+            .filter(autotask_id__in=company_ids)
+            .values_list("autotask_id", flat=True)
+        )
+        missing = sorted(company_ids - known)
+        if not missing:
+            return
+        items = []
+        for start in range(0, len(missing), IN_BATCH):
+            query = Query(filters=[Q.in_("id", missing[start : start + IN_BATCH])])
+            for page in self.client.iter_pages("Companies", query, parse=False):
+                items.extend(page.items)
+        companies = [
+            c
+            for c in self._parse_records(Company, items)
+            if sync_filters.company_passes(self.filters, c)
+        ]
+        with transaction.atomic():
+            self._apply_customers([customer_values_from_company(c) for c in companies])
+            self._commit_page("companies_by_id")
+
+    # --- commits, fenced by the owner token --------------------------------------------------
+
+    def _commit_page(self, phase: str) -> None:
+        updated = SyncRun.objects.filter(id=self.run.id, owner=self.token).update(
+            phase=phase,
+            cursor=self.cursor,
+            heartbeat_at=timezone.now(),
+            skipped_reasons=self.skipped_reasons,
+            requests_used=self.requests_base + self.client.stats.count,
+            **self.counts,
+        )
+        if updated != 1:
+            raise LeaseLost(f"run {self.run.id} is no longer ours")
+        SyncState.objects.filter(partner=self.partner, lease_owner=self.token).update(
+            lease_heartbeat_at=timezone.now()
+        )
+
+    def _commit_state(self, phase: str) -> None:
+        with transaction.atomic():
+            self._commit_page(phase)
+
+    def finish_fields(self) -> dict:
+        return {
+            "cursor": self.cursor,
+            "skipped_reasons": self.skipped_reasons,
+            "requests_used": self.requests_base + self.client.stats.count,
+            **self.counts,
+        }

@@ -1,0 +1,45 @@
+"""Celery tasks of the sync: thin interfaces over sync/services.py. Tasks take ids only."""
+
+import logging
+import random
+
+from celery import shared_task
+
+from partners.tenancy import PartnerTask
+
+from . import services
+
+log = logging.getLogger(__name__)
+
+# A countdown must stay under the broker's visibility timeout (RELIABILITY.md §2): longer
+# waits are left to the reaper, which re-enqueues queued runs.
+MAX_COUNTDOWN = 300
+
+
+@shared_task(base=PartnerTask, bind=True, name="sync.run_sync", max_retries=40)
+def run_sync(self, partner, run_id):
+    try:
+        run = services.execute_run(partner=partner, run_id=run_id)
+    except services.RetryLater as exc:
+        countdown = min(MAX_COUNTDOWN, exc.countdown) * (0.8 + 0.4 * random.random())
+        log.info("sync run %s: retry in %.0fs (%s)", run_id, countdown, exc)
+        raise self.retry(countdown=countdown, exc=exc) from exc
+    log.info("sync run %s finished: %s", run_id, run.status)
+    return run.status
+
+
+@shared_task(name="sync.reap_stuck_runs")
+def reap_stuck_runs():
+    result = services.reap_stuck_runs()
+    if any(result.values()):
+        log.warning("reaper: %s", result)
+    return result
+
+
+@shared_task(name="sync.tick")
+def tick():
+    """Every minute (beat): create and enqueue the scheduled runs that are due."""
+    from .dispatch import dispatch_due_runs
+
+    created = dispatch_due_runs()
+    return len(created)

@@ -1,0 +1,227 @@
+"""Bulk upserts of mirrored Autotask rows, one page at a time, with a change log.
+
+Why not `bulk_create(update_conflicts=True)` (../shared/RELIABILITY.md §1.6): a key twice in one
+batch fails the whole statement, and it overwrites archived rows. Instead, per page:
+
+1. dedupe the page by Autotask id (the last occurrence wins);
+2. lock the existing rows of those ids (`SELECT … FOR UPDATE`, so a partner archiving one at the
+   same moment waits for us and we see the archive);
+3. compare fingerprints: unchanged rows cost nothing, archived rows and rows a `protect()` rule
+   keeps (e.g. paid invoices) are skipped with a reason, changed rows are updated field by field
+   with one change-log entry per changed field;
+4. insert the new rows in one statement (`ON CONFLICT DO NOTHING`: a row can only appear
+   concurrently if the one-sync-per-partner lease was bypassed, and then it is not duplicated).
+
+Running the same page twice writes nothing and logs nothing (SY-1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from django.db import models
+from django.utils import timezone
+
+from sync.models import ChangeLogEntry
+
+
+def fingerprint(values: dict) -> str:
+    def default(v):
+        if isinstance(v, (date, datetime, Decimal)):
+            return str(v)
+        raise TypeError(type(v))
+
+    blob = json.dumps(values, sort_keys=True, default=default, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    ids_by_autotask_id: dict[int, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+
+def _as_text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def upsert_page(
+    *,
+    model: type[models.Model],
+    partner,
+    rows: Iterable[dict],
+    tracked_fields: list[str],
+    record_type: str,
+    run=None,
+    protect: Callable[[models.Model], str | None] | None = None,
+    extra_on_create: Callable[[dict], dict] | None = None,
+    now: datetime | None = None,
+) -> UpsertResult:
+    """Upsert `rows` (dicts with `autotask_id` and every tracked field) for one partner.
+
+    Must run inside a transaction (the caller commits the page with its cursor). `protect(obj)`
+    returns a reason to leave an existing row alone, or None.
+    """
+    now = now or timezone.now()
+    result = UpsertResult()
+    page: dict[int, dict] = {}
+    for row in rows:
+        page[row["autotask_id"]] = row  # last occurrence wins
+    if not page:
+        return result
+
+    existing = {
+        obj.autotask_id: obj
+        for obj in model.objects.select_for_update()
+        .filter(partner=partner, autotask_id__in=list(page))
+        .only(
+            "id",
+            "autotask_id",
+            "archived_at",
+            "autotask_fingerprint",
+            "missing_in_autotask_since",
+            *tracked_fields,
+            *_protect_fields(model),
+        )
+    }
+
+    to_create, to_update, changes = [], [], []
+    update_fields: set[str] = set()
+    for autotask_id, row in page.items():
+        values = {name: row[name] for name in tracked_fields}
+        fp = fingerprint(values)
+        obj = existing.get(autotask_id)
+        if obj is None:
+            extra = extra_on_create(row) if extra_on_create else {}
+            to_create.append(
+                model(
+                    partner=partner,
+                    autotask_id=autotask_id,
+                    autotask_fingerprint=fp,
+                    **values,
+                    **extra,
+                )
+            )
+            continue
+        result.ids_by_autotask_id[autotask_id] = obj.id
+        if obj.archived_at is not None:
+            result.skip("archived here")
+            continue
+        reappeared = obj.missing_in_autotask_since is not None
+        if obj.autotask_fingerprint == fp and not reappeared:
+            result.unchanged += 1
+            continue
+        reason = protect(obj) if protect else None
+        if reason:
+            result.skip(reason)
+            continue
+        changed = [name for name in tracked_fields if getattr(obj, name) != values[name]]
+        for name in changed:
+            changes.append(
+                ChangeLogEntry(
+                    partner=partner,
+                    run=run,
+                    record_type=record_type,
+                    record_id=obj.id,
+                    autotask_id=autotask_id,
+                    field=name,
+                    old_value=_as_text(getattr(obj, name)),
+                    new_value=_as_text(values[name]),
+                )
+            )
+            setattr(obj, name, values[name])
+        if reappeared:
+            changes.append(
+                ChangeLogEntry(
+                    partner=partner,
+                    run=run,
+                    record_type=record_type,
+                    record_id=obj.id,
+                    autotask_id=autotask_id,
+                    field="missing_in_autotask_since",
+                    old_value=_as_text(obj.missing_in_autotask_since),
+                    new_value=None,
+                )
+            )
+            obj.missing_in_autotask_since = None
+            update_fields.add("missing_in_autotask_since")
+        obj.autotask_fingerprint = fp
+        obj.updated_at = now
+        update_fields.update(changed)
+        to_update.append(obj)
+        if changed or reappeared:
+            result.updated += 1
+        else:
+            result.unchanged += 1  # only the fingerprint's recipe moved
+
+    if to_update:
+        model.objects.bulk_update(
+            to_update,
+            [*sorted(update_fields), "autotask_fingerprint", "updated_at"],
+            batch_size=500,
+        )
+    if to_create:
+        model.objects.bulk_create(to_create, batch_size=1000, ignore_conflicts=True)
+        created_ids = dict(
+            model.objects.filter(
+                partner=partner, autotask_id__in=[o.autotask_id for o in to_create]
+            ).values_list("autotask_id", "id")
+        )
+        result.ids_by_autotask_id.update(created_ids)
+        result.created += len(to_create)
+    if changes:
+        ChangeLogEntry.objects.bulk_create(changes, batch_size=1000)
+    return result
+
+
+def _protect_fields(model) -> tuple[str, ...]:
+    return tuple(getattr(model, "SYNC_PROTECT_FIELDS", ()))
+
+
+def flag_missing(
+    *, model, partner, autotask_ids: Iterable[int], record_type: str, run=None, now=None
+) -> int:
+    """Flag rows Autotask no longer returns (R8): never archived or deleted, only marked so the
+    partner can find them. Already-flagged and archived rows are left alone."""
+    now = now or timezone.now()
+    qs = model.objects.filter(
+        partner=partner,
+        autotask_id__in=list(autotask_ids),
+        missing_in_autotask_since__isnull=True,
+        archived_at__isnull=True,
+    )
+    rows = list(qs.select_for_update().values_list("id", "autotask_id"))
+    if not rows:
+        return 0
+    model.objects.filter(id__in=[r[0] for r in rows]).update(
+        missing_in_autotask_since=now, updated_at=now
+    )
+    ChangeLogEntry.objects.bulk_create(
+        ChangeLogEntry(
+            partner=partner,
+            run=run,
+            record_type=record_type,
+            record_id=pk,
+            autotask_id=at_id,
+            field="missing_in_autotask_since",
+            old_value=None,
+            new_value=now.isoformat(),
+        )
+        for pk, at_id in rows
+    )
+    return len(rows)
