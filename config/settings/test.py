@@ -37,3 +37,6 @@ AUTOTASK_ZONE_LOOKUP_URL = "http://127.0.0.1:9/atservicesrest/v1.0/zoneInformati
 AUTOTASK_TIMEOUT_SECONDS = 5.0
 AUTOTASK_CONNECT_TIMEOUT_SECONDS = 2.0
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405
+# Static files straight from the app folders (no collectstatic in tests).
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

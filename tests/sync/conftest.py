@@ -13,8 +13,13 @@ def connect(autotask_sandbox):
         server = server or autotask_sandbox
         db = server.db if server is autotask_sandbox else server.databases[0]
         return integration_services.autotask_connect(
-            partner=partner, actor=user, account_email="ops@example.test",
-            username=db.username, secret=db.secret, identifier=identifier, filters=filters or {},
+            partner=partner,
+            actor=user,
+            account_email="ops@example.test",
+            username=db.username,
+            secret=db.secret,
+            identifier=identifier,
+            filters=filters or {},
         )
 
     return do_connect

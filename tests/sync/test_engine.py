@@ -171,9 +171,7 @@ def test_identifier_autotask_id_and_empty_number_fallback(
         assert number == str(autotask_id)
 
 
-def test_two_partners_same_autotask_ids_stay_separate(
-    partner_a, partner_b, connect, run_now
-):
+def test_two_partners_same_autotask_ids_stay_separate(partner_a, partner_b, connect, run_now):
     run_now(connect(partner_a).first_run)
     a_rows = list(Invoice.objects.filter(partner=partner_a).order_by("id").values())
     run_now(connect(partner_b).first_run)
