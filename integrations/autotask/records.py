@@ -49,11 +49,11 @@ class _Reader:
         )
 
     def _get(self, names: tuple[str, ...], required: bool) -> Any:
+        raw = self.raw
         for name in names:
-            if name in self.raw:
-                value = self.raw[name]
-                if value is not None:
-                    return value
+            value = raw.get(name)
+            if value is not None:
+                return value
         if required:
             if any(name in self.raw for name in names):
                 raise self._fail(names[0], "is null")
@@ -62,8 +62,8 @@ class _Reader:
 
     def int(self, *names: str, required: bool = False) -> int | None:
         value = self._get(names, required)
-        if value is None:
-            return None
+        if value is None or type(value) is int:  # fast path: 500 rows x ~10 ints a page
+            return value
         if isinstance(value, bool) or not isinstance(value, int | Decimal):
             raise self._fail(names[0], "is not an integer", value)
         if isinstance(value, Decimal):
@@ -74,8 +74,8 @@ class _Reader:
 
     def str(self, *names: str, required: bool = False) -> str | None:
         value = self._get(names, required)
-        if value is None:
-            return None
+        if value is None or type(value) is str:
+            return value
         if not isinstance(value, str):
             raise self._fail(names[0], "is not a string", value)
         return value
@@ -134,7 +134,10 @@ class _Reader:
         except ValueError:
             raise self._fail(names[0], "is not an ISO date-time", value) from None
         # REST stores and returns UTC (API.md §3.4); a value without an offset is UTC.
-        if parsed.tzinfo is None:
+        tz = parsed.tzinfo
+        if tz is UTC:
+            return parsed
+        if tz is None:
             return parsed.replace(tzinfo=UTC)
         return parsed.astimezone(UTC)
 
