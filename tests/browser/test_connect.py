@@ -1,0 +1,84 @@
+"""Connect Autotask in a real browser against the sandbox (issue: connect, done-when)."""
+
+import pytest
+
+from integrations.models import AutotaskConnection
+from sync.models import SyncRun
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def open_connect(page, login, user):
+    login(user.username)
+    page.goto("/integrations/")
+    page.click("text=Connect")
+    page.wait_for_selector("#connect-form")
+
+
+def fill(page, db, *, username=None, secret=None):
+    page.fill("#id_account_email", "billing@alpha.test")
+    page.fill("#id_username", username or db.username)
+    page.fill("#id_secret", secret or db.secret)
+
+
+def test_successful_connect_shows_progress(page, login, user_a, autotask_sandbox):
+    db = autotask_sandbox.db
+    open_connect(page, login, user_a)
+    assert "API User (system)" in page.inner_text(".steps")
+    assert "every customer and invoice is synced" in page.inner_text("#no-filter-note")
+    fill(page, db)
+    page.click("#connect-button")
+    page.wait_for_selector("#run")
+    assert "/sync-history/" in page.url
+    assert "Autotask is connected" in page.inner_text(".messages")
+    run = SyncRun.objects.get()
+    assert run.trigger == "connect"
+    assert AutotaskConnection.objects.get().status == "connected"
+    # The secret is never sent back to the browser.
+    assert db.secret not in page.content()
+
+
+def test_wrong_secret_message_keeps_input(page, login, user_a, autotask_sandbox):
+    db = autotask_sandbox.db
+    open_connect(page, login, user_a)
+    fill(page, db, secret="definitely-wrong")
+    page.click("#connect-button")
+    error = page.wait_for_selector("#form-error").inner_text()
+    assert "refused the Password (Secret)" in error
+    assert page.input_value("#id_username") == db.username
+    assert page.input_value("#id_account_email") == "billing@alpha.test"
+    assert page.input_value("#id_secret") == ""
+    assert AutotaskConnection.objects.count() == 0
+
+
+def test_unknown_username_message(page, login, user_a, autotask_sandbox):
+    open_connect(page, login, user_a)
+    fill(page, autotask_sandbox.db, username="nobody@sandbox.test")
+    page.click("#connect-button")
+    error = page.wait_for_selector("#form-error").inner_text()
+    assert "does not know this API username" in error
+    assert AutotaskConnection.objects.count() == 0
+
+
+def test_bad_filter_message(page, login, user_a, autotask_sandbox):
+    open_connect(page, login, user_a)
+    fill(page, autotask_sandbox.db)
+    page.fill("#id_min_total", "a lot")
+    page.click("#connect-button")
+    error = page.wait_for_selector("#error-min_total").inner_text()
+    assert "Must be an amount" in error
+    assert AutotaskConnection.objects.count() == 0
+    assert len(autotask_sandbox.db.requests()) == 0
+
+
+def test_preview_shows_counts(page, login, user_a, autotask_sandbox):
+    db = autotask_sandbox.db
+    open_connect(page, login, user_a)
+    fill(page, db)
+    page.click("#preview-button")
+    page.wait_for_function(
+        "document.getElementById('preview-result').textContent.includes('customers')"
+    )
+    text = page.inner_text("#preview-result")
+    assert f"{len(db.companies())} customers" in text
+    assert AutotaskConnection.objects.count() == 0
