@@ -17,7 +17,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.message import Message
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -478,7 +477,3 @@ def _merge_udfs(entity: Entity, current, changes: Any) -> list[dict]:
             "value": None if value is None else str(value),
         }
     return list(merged.values())
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
