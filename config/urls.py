@@ -9,6 +9,8 @@ from rest_framework.routers import DefaultRouter
 from config import health
 from integrations import api as integrations_api
 from integrations.views import IntegrationsView
+from invoices import api as invoices_api
+from invoices.views import CustomerListView
 from partners import api as partner_api
 from partners.views import DashboardHomeView, PlaceholderPageView
 from sync import api as sync_api
@@ -16,6 +18,8 @@ from sync import api as sync_api
 router = DefaultRouter()
 router.register("users", partner_api.UserViewSet, basename="user")
 router.register("sync-runs", sync_api.SyncRunViewSet, basename="sync-run")
+router.register("invoices", invoices_api.InvoiceViewSet, basename="invoice")
+router.register("customers", invoices_api.CustomerViewSet, basename="customer")
 
 api_v1 = [
     path("me/", partner_api.MeView.as_view(), name="me"),
@@ -50,8 +54,7 @@ def _page(route, name, title):
 
 dashboard = [
     path("", DashboardHomeView.as_view(), name="home"),
-    _page("invoices/", "invoices", "Invoices"),
-    _page("customers/", "customers", "Customers"),
+    path("customers/", CustomerListView.as_view(), name="customers"),
     _page("payments/", "payments", "Payments"),
     path("integrations/", IntegrationsView.as_view(), name="integrations"),
     _page("preferences/", "preferences", "Preferences"),
@@ -70,5 +73,6 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "api"))),
     path("integrations/", include("integrations.urls")),
     path("sync-history/", include("sync.urls")),
+    path("invoices/", include("invoices.urls")),
     path("", include((dashboard, "dashboard"))),
 ]

@@ -1,0 +1,70 @@
+from rest_framework import serializers
+
+from customers.models import Customer
+
+from .models import Invoice
+
+
+class CustomerRefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Customer
+        fields = ["id", "name", "autotask_id"]
+        read_only_fields = fields
+
+
+class InvoiceSerializer(serializers.ModelSerializer):
+    customer = CustomerRefSerializer(read_only=True)
+    pdf_url = serializers.HyperlinkedIdentityField(view_name="api:invoice-pdf")
+
+    class Meta:
+        model = Invoice
+        fields = [
+            "id",
+            "number",
+            "source",
+            "autotask_id",
+            "autotask_invoice_number",
+            "customer",
+            "invoice_date",
+            "due_date",
+            "currency",
+            "total",
+            "tax",
+            "credits",
+            "paid_here",
+            "outstanding",
+            "status",
+            "paid_in_autotask_on",
+            "voided",
+            "archived_at",
+            "missing_in_autotask_since",
+            "pdf_url",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Customer
+        fields = [
+            "id",
+            "name",
+            "number",
+            "source",
+            "autotask_id",
+            "email",
+            "phone",
+            "address1",
+            "address2",
+            "city",
+            "state",
+            "postal_code",
+            "active",
+            "archived_at",
+            "missing_in_autotask_since",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,170 @@
+"""Tenant isolation sweep (MT-1): every URL pattern of the dashboard and the API, discovered
+from the URL configuration, is requested as partner B against partner A's objects. Object
+routes must answer 404 (or 405 for a method the route does not have) for every method, and
+nothing of A's may change. A new route with an object id that this test does not know fails
+the test until someone says which of A's objects it takes."""
+
+import re
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.test import APIClient
+
+from customers.models import Customer
+from integrations.models import AutotaskConnection
+from invoices.models import Invoice
+from partners.models import User
+from sync.models import ChangeLogEntry, SyncRun
+
+pytestmark = pytest.mark.django_db
+
+SKIP_PREFIXES = ("admin:", "api:schema", "api:docs")
+SKIP_NAMES = {"healthz", "readyz", "login", "logout", "api:auth-token", "api:api-root"}
+
+# Which of partner A's objects each object route takes.
+OBJECT_FOR = {
+    "api:user-detail": lambda a: a["user"].pk,
+    "api:sync-run-detail": lambda a: a["run"].pk,
+    "api:sync-run-changes": lambda a: a["run"].pk,
+    "api:invoice-detail": lambda a: a["invoice"].pk,
+    "api:invoice-pdf": lambda a: a["invoice"].pk,
+    "api:customer-detail": lambda a: a["customer"].pk,
+    "sync:run-detail": lambda a: a["run"].pk,
+    "invoices:detail": lambda a: a["invoice"].pk,
+    "invoices:pdf": lambda a: a["invoice"].pk,
+}
+
+
+def walk(patterns, prefix="", namespace=""):
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            ns = p.namespace or ""
+            full_ns = f"{namespace}{ns}:" if ns else namespace
+            yield from walk(p.url_patterns, prefix + str(p.pattern), full_ns)
+        elif isinstance(p, URLPattern) and p.name:
+            yield f"{namespace}{p.name}", prefix + str(p.pattern), p.pattern.regex.groupindex
+
+
+def routes():
+    seen = {}
+    for name, route, groups in walk(get_resolver().url_patterns):
+        if name.startswith(SKIP_PREFIXES) or name in SKIP_NAMES:
+            continue
+        if "format" in groups:  # DRF's format-suffix twins of the same views
+            continue
+        seen.setdefault(name, (route, list(groups)))
+    return seen
+
+
+def build_path(route, groups, value):
+    path = "/" + route
+    path = re.sub(r"\(\?P<\w+>[^)]+\)", str(value), path)  # regex routes (DRF routers)
+    path = re.sub(r"<(?:\w+:)?(\w+)>", str(value), path)  # path() converters
+    return path.replace("^", "").replace("$", "").replace("\\", "")
+
+
+@pytest.fixture
+def world_a(partner_a, user_a):
+    customer = Customer.objects.create(
+        partner=partner_a, source="autotask", autotask_id=501, name="Alpha Customer Secretive"
+    )
+    invoice = Invoice.objects.create(
+        partner=partner_a,
+        customer=customer,
+        source="autotask",
+        autotask_id=9001,
+        number="ALPHA-INV-9001",
+        invoice_date="2026-01-01",
+        total="120.00",
+    )
+    run = SyncRun.objects.create(partner=partner_a, kind="initial", trigger="connect")
+    ChangeLogEntry.objects.create(
+        partner=partner_a,
+        run=run,
+        record_type="invoice",
+        record_id=invoice.pk,
+        field="total",
+        old_value="1",
+        new_value="2",
+    )
+    AutotaskConnection.objects.create(
+        partner=partner_a,
+        account_email="a@alpha.test",
+        username="alpha-user",
+        secret="alpha-secret-value",
+        username_last4="user",
+    )
+    return {"user": user_a, "customer": customer, "invoice": invoice, "run": run}
+
+
+def snapshot(partner):
+    return (
+        list(Customer.objects.filter(partner=partner).order_by("id").values()),
+        list(Invoice.objects.filter(partner=partner).order_by("id").values()),
+        list(SyncRun.objects.filter(partner=partner).order_by("id").values()),
+        list(AutotaskConnection.objects.filter(partner=partner).values()),
+        list(User.objects.filter(partner=partner).order_by("id").values()),
+    )
+
+
+def test_every_route_is_known(world_a):
+    unknown = [
+        name for name, (route, groups) in routes().items() if groups and name not in OBJECT_FOR
+    ]
+    assert unknown == [], f"object routes without an entry in OBJECT_FOR: {unknown}"
+
+
+def test_partner_b_gets_404_on_every_object_route_and_a_is_unchanged(
+    world_a, partner_a, user_b, client
+):
+    before = snapshot(partner_a)
+    api = APIClient()
+    api.force_authenticate(user_b)
+    client.force_login(user_b)
+    checked = 0
+    for name, (route, groups) in routes().items():
+        if not groups:
+            continue
+        path = build_path(route, groups, OBJECT_FOR[name](world_a))
+        http = api if name.startswith("api:") else client
+        for method in ("get", "post", "put", "patch", "delete"):
+            response = getattr(http, method)(path)
+            assert response.status_code in (404, 405), (name, method, response.status_code)
+            checked += 1
+    assert checked >= 5 * len(OBJECT_FOR) - 5
+    assert snapshot(partner_a) == before
+
+
+def test_pages_without_objects_show_b_nothing_of_a(world_a, partner_a, user_b, client):
+    before = snapshot(partner_a)
+    api = APIClient()
+    api.force_authenticate(user_b)
+    client.force_login(user_b)
+    for name, (route, groups) in routes().items():
+        if groups:
+            continue
+        path = build_path(route, groups, 0)
+        http = api if name.startswith("api:") else client
+        response = http.get(path)
+        assert response.status_code < 500, (name, response.status_code)
+        body = response.content.decode(errors="replace")
+        for leak in (
+            "ALPHA-INV-9001",
+            "Alpha Customer Secretive",
+            "alpha-secret-value",
+            "alpha-user",
+            world_a["user"].username,
+        ):
+            assert leak not in body, (name, leak)
+    assert snapshot(partner_a) == before
+
+
+def test_anonymous_is_sent_to_login_or_refused(world_a, client):
+    for name, (route, groups) in routes().items():
+        path = build_path(route, groups, world_a["invoice"].pk)
+        response = client.get(path)
+        if name.startswith("api:"):
+            assert response.status_code in (401, 403), (name, response.status_code)
+        else:
+            assert response.status_code == 302, (name, response.status_code)
+            assert "/accounts/login/" in response["Location"]
