@@ -80,7 +80,7 @@ class SandboxDatabase:
         *,
         username: str = "api-user@sandbox.test",
         secret: str = "sandbox-secret",  # noqa: S107 - a fake credential for a fake server
-        integration_code: str = "PAYSYNC-DEV-INTEGRATION-CODE",
+        integration_code: str | None = None,
         seed: int = 1,
         companies: int = 20,
         invoices: int = 100,
@@ -93,7 +93,7 @@ class SandboxDatabase:
     ) -> None:
         self.username = username
         self.secret = secret
-        self.integration_code = integration_code
+        self.integration_code = integration_code or _default_integration_code()
         self.seed = seed
         self.zone_name = zone_name
         self.ci = ci if ci is not None else next(_ci_counter)
@@ -514,6 +514,17 @@ class SandboxDatabase:
             except KeyError:
                 raise KeyError(f"{table.entity.name} {row_id} not found") from None
             return table.as_dict(row)
+
+
+def _default_integration_code() -> str:
+    """The platform's own code (settings.AUTOTASK_INTEGRATION_CODE) when Django is set up, so
+    a database built in a test accepts the client's requests without extra arguments."""
+    try:
+        from django.conf import settings
+
+        return settings.AUTOTASK_INTEGRATION_CODE
+    except Exception:  # Django not configured (e.g. the benchmark run standalone)
+        return "PAYSYNC-DEV-INTEGRATION-CODE"
 
 
 def _as_date(value: date | str) -> date:
