@@ -22,9 +22,10 @@ PRODUCTION_ENV = {
 
 
 def run_manage(env_overrides, *args):
-    env = {
-        k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV and k != "CELERY_BROKER_URL"
-    }
+    # Only what a deployment would have: not the test run's broker, nor the browser tests'
+    # DJANGO_ALLOW_ASYNC_UNSAFE.
+    dropped = {"CELERY_BROKER_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV and k not in dropped}
     env.update(env_overrides)
     return subprocess.run(
         [sys.executable, "manage.py", *args],
