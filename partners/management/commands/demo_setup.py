@@ -1,52 +1,130 @@
-"""Create the demo partner and its owner for a newcomer's first run (idempotent).
+"""Demo data for a newcomer's first run (idempotent): two partners against the Autotask
+sandbox, one connected (its invoices arrive within a minute) and one not yet connected (to try
+the Connect form with the printed sandbox credentials).
 
-The password is generated once and kept in var/demo-credentials (never in git), so every run
-prints the same working credentials."""
+Passwords and sandbox secrets are generated once and kept in var/ (never in git), so every run
+prints the same working credentials.
+
+  manage.py demo_setup --write-sandbox-config var/sandbox.json --sandbox-port 8001
+  manage.py demo_setup --connect          # after the sandbox answers
+"""
 
 import json
 import secrets
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from partners.models import Partner, User
 
+PARTNERS = [
+    # slug, name, username, sandbox user
+    ("demo-msp", "Demo MSP", "demo", "api-demo@sandbox.test"),
+    ("second-msp", "Second MSP", "demo2", "api-second@sandbox.test"),
+]
+
+
+def _state() -> dict:
+    path = settings.VAR_DIR / "demo-credentials"
+    if path.exists():
+        state = json.loads(path.read_text())
+    else:
+        state = {}
+    changed = False
+    for slug, _, username, sandbox_user in PARTNERS:
+        if slug not in state:
+            state[slug] = {
+                "username": username,
+                "password": secrets.token_urlsafe(12),
+                "sandbox_user": sandbox_user,
+                "sandbox_secret": secrets.token_urlsafe(18),
+            }
+            changed = True
+    if changed:
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state, indent=2))
+        path.chmod(0o600)
+    return state
+
 
 class Command(BaseCommand):
-    help = "Create (or keep) the demo partner and user, and print how to sign in."
+    help = "Create (or keep) the demo partners and users, and print how to sign in."
 
     def add_arguments(self, parser):
         parser.add_argument("--url", default="http://127.0.0.1:8000/", help="Where the web runs.")
+        parser.add_argument("--write-sandbox-config", metavar="PATH")
+        parser.add_argument("--sandbox-port", type=int, default=8001)
+        parser.add_argument("--connect", action="store_true",
+                            help="Connect the first demo partner to the running sandbox.")
 
-    def handle(self, *args, url, **options):
-        creds_path = settings.VAR_DIR / "demo-credentials"
-        if creds_path.exists():
-            creds = json.loads(creds_path.read_text())
-        else:
-            creds = {"username": "demo", "password": secrets.token_urlsafe(12)}
-            settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-            creds_path.write_text(json.dumps(creds))
-            creds_path.chmod(0o600)
-
+    def handle(self, *args, url, write_sandbox_config, sandbox_port, connect, **options):
+        state = _state()
         with transaction.atomic():
-            partner, _ = Partner.objects.get_or_create(
-                slug="demo-msp",
-                defaults={
-                    "name": "Demo MSP",
-                    "primary_integration": Partner.Integration.AUTOTASK,
-                },
-            )
-            user = User.objects.filter(username=creds["username"]).first()
-            if user is None:
-                user = User(username=creds["username"], email="demo@example.test")
-            user.partner, user.role, user.is_active = partner, User.Role.OWNER, True
-            user.set_password(creds["password"])
-            user.save()
+            for slug, name, _, _ in PARTNERS:
+                creds = state[slug]
+                partner, _ = Partner.objects.get_or_create(
+                    slug=slug,
+                    defaults={"name": name, "primary_integration": Partner.Integration.AUTOTASK},
+                )
+                user = User.objects.filter(username=creds["username"]).first() or User(
+                    username=creds["username"], email=f"{creds['username']}@example.test"
+                )
+                user.partner, user.role, user.is_active = partner, User.Role.OWNER, True
+                user.set_password(creds["password"])
+                user.save()
 
+        if write_sandbox_config:
+            config = {
+                "host": "127.0.0.1",
+                "port": sandbox_port,
+                "databases": [
+                    {
+                        "username": state[slug]["sandbox_user"],
+                        "secret": state[slug]["sandbox_secret"],
+                        "integration_code": settings.AUTOTASK_INTEGRATION_CODE,
+                        "seed": n + 1,
+                        "companies": 25,
+                        "invoices": 300,
+                        "ci": 9001 + n,
+                        "zone_name": f"Sandbox Zone {n + 1}",
+                    }
+                    for n, (slug, *_rest) in enumerate(PARTNERS)
+                ],
+            }
+            with open(write_sandbox_config, "w") as fh:
+                json.dump(config, fh, indent=2)
+            return
+
+        if connect:
+            self._connect_first(state)
+
+        first, second = (state[p[0]] for p in PARTNERS)
+        self.stdout.write(self.style.SUCCESS(f"PaySync demo: open {url}"))
         self.stdout.write(
-            self.style.SUCCESS(
-                f"Demo ready: open {url} and sign in as "
-                f"{creds['username']} / {creds['password']} (partner: {partner.name})"
-            )
+            f"  Demo MSP (Autotask connected):   sign in as {first['username']} / "
+            f"{first['password']}\n"
+            f"  Second MSP (not connected yet):  sign in as {second['username']} / "
+            f"{second['password']}\n"
+            f"    then Integrations → Connect with Username (Key) {second['sandbox_user']} "
+            f"and Password (Secret) {second['sandbox_secret']}"
         )
+
+    def _connect_first(self, state):
+        from integrations.models import AutotaskConnection
+        from integrations.services import ConnectError, autotask_connect
+
+        slug = PARTNERS[0][0]
+        partner = Partner.objects.get(slug=slug)
+        conn = AutotaskConnection.objects.filter(partner=partner).first()
+        if conn and conn.is_active:
+            return
+        try:
+            autotask_connect(
+                partner=partner, actor=None, account_email="billing@demo-msp.test",
+                username=state[slug]["sandbox_user"], secret=state[slug]["sandbox_secret"],
+                identifier="invoice_number", filters={},
+            )
+        except ConnectError as exc:
+            raise CommandError(f"Could not connect the demo partner: {exc.message}") from exc
+        self.stdout.write("  Demo MSP connected to the sandbox; its first sync is queued.")
