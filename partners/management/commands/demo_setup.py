@@ -27,10 +27,7 @@ PARTNERS = [
 
 def _state() -> dict:
     path = settings.VAR_DIR / "demo-credentials"
-    if path.exists():
-        state = json.loads(path.read_text())
-    else:
-        state = {}
+    state = json.loads(path.read_text()) if path.exists() else {}
     changed = False
     for slug, _, username, sandbox_user in PARTNERS:
         if slug not in state:
@@ -55,8 +52,11 @@ class Command(BaseCommand):
         parser.add_argument("--url", default="http://127.0.0.1:8000/", help="Where the web runs.")
         parser.add_argument("--write-sandbox-config", metavar="PATH")
         parser.add_argument("--sandbox-port", type=int, default=8001)
-        parser.add_argument("--connect", action="store_true",
-                            help="Connect the first demo partner to the running sandbox.")
+        parser.add_argument(
+            "--connect",
+            action="store_true",
+            help="Connect the first demo partner to the running sandbox.",
+        )
 
     def handle(self, *args, url, write_sandbox_config, sandbox_port, connect, **options):
         state = _state()
@@ -121,9 +121,13 @@ class Command(BaseCommand):
             return
         try:
             autotask_connect(
-                partner=partner, actor=None, account_email="billing@demo-msp.test",
-                username=state[slug]["sandbox_user"], secret=state[slug]["sandbox_secret"],
-                identifier="invoice_number", filters={},
+                partner=partner,
+                actor=None,
+                account_email="billing@demo-msp.test",
+                username=state[slug]["sandbox_user"],
+                secret=state[slug]["sandbox_secret"],
+                identifier="invoice_number",
+                filters={},
             )
         except ConnectError as exc:
             raise CommandError(f"Could not connect the demo partner: {exc.message}") from exc
