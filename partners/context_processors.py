@@ -28,7 +28,10 @@ def sync_banner(partner) -> str | None:
             "Scheduled syncs are paused until it is fixed."
         )
     state = SyncState.objects.filter(partner=partner).first()
-    successes = (state.last_success or {}).values() if state else []
+    data_kinds = ("initial", "new_data", "unpaid")  # PDF prefetches do not count
+    successes = (
+        [v for k, v in (state.last_success or {}).items() if k in data_kinds] if state else []
+    )
     last = max((datetime.fromisoformat(v) for v in successes), default=None)
     since = last or conn.connected_at
     if since and timezone.now() - since > STALE_AFTER:

@@ -50,6 +50,7 @@ SETTLE_TIME = timedelta(minutes=10)
 OVERLAP = timedelta(hours=2)
 IN_BATCH = 400
 PAGE_SIZE = 500
+PDF_BATCH = 200
 
 
 class LeaseLost(Exception):
@@ -121,7 +122,9 @@ class SyncEngine:
         elif kind == SyncRun.Kind.UNPAID:
             self._payment_terms()
             self._unpaid_phase()
-        else:  # PDF runs are driven by invoices/pdf.py
+        elif kind == SyncRun.Kind.PDF:
+            self._pdf_phase()
+        else:
             raise ValueError(f"unsupported sync kind {kind}")
 
     def _settled(self, conds: list) -> list:
@@ -206,6 +209,35 @@ class SyncEngine:
                 self.cursor["unpaid_after_id"] = chunk[-1]
                 self._commit_page("unpaid")
         self.cursor["unpaid_done"] = True
+
+    def _pdf_phase(self) -> None:
+        """Prefetch PDFs of open invoices whose stored PDF is missing or outdated, newest first,
+        at most PDF_BATCH per run, so a customer's first download is instant. Stops politely
+        when the request budget is spent (the client raises AutotaskBudgetExhausted)."""
+        from django.db.models import F
+
+        from invoices.pdf import fetch_and_store
+
+        todo = (
+            Invoice.objects.for_partner(self.partner)
+            .filter(
+                source="autotask",
+                archived_at__isnull=True,
+                status__in=[InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID],
+            )
+            .exclude(pdf_fingerprint=F("autotask_fingerprint"))
+            .order_by("-invoice_date", "-id")[:PDF_BATCH]
+        )
+        for invoice in todo:
+            self.counts["fetched"] += 1
+            try:
+                fetch_and_store(invoice, self.client)
+            except AutotaskResponseError as exc:
+                self._skip(f"PDF not usable: {exc.message}"[:200])
+                continue
+            self.counts["updated"] += 1
+            with transaction.atomic():
+                self._commit_page("pdf")
 
     # --- applying pages --------------------------------------------------------------------
 

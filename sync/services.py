@@ -225,6 +225,13 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
         with transaction.atomic():
             if _finish(run.id, token, status=status, **engine.finish_fields()):
                 _advance_cursors(partner, run, engine)
+                if run.kind in (SyncRun.Kind.INITIAL, SyncRun.Kind.NEW_DATA) and (
+                    engine.counts["created"] or engine.counts["updated"]
+                ):
+                    # New or changed invoices: prefetch their PDFs in the background.
+                    sync_run_create(
+                        partner=partner, kind=SyncRun.Kind.PDF, trigger=SyncRun.Trigger.SCHEDULE
+                    )
         return _reload(run)
     finally:
         _release_partner(partner, token)

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from partners.models import Partner, User
 
-pytest_plugins = ["tests.fixtures.sandbox"]
+pytest_plugins = ["tests.fixtures.sandbox", "tests.fixtures.sync"]
 
 
 @pytest.fixture
