@@ -1,0 +1,42 @@
+from django.contrib import admin
+
+from .models import Customer
+
+# Rows that mirror Autotask are read-only here: the next sync would overwrite an edit anyway.
+MIRRORED = [
+    "partner",
+    "source",
+    "autotask_id",
+    "name",
+    "number",
+    "phone",
+    "address1",
+    "address2",
+    "city",
+    "state",
+    "postal_code",
+    "country_id",
+    "company_type",
+    "active",
+    "autotask_fingerprint",
+    "missing_in_autotask_since",
+    "created_at",
+    "updated_at",
+]
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "partner",
+        "source",
+        "autotask_id",
+        "active",
+        "archived_at",
+        "missing_in_autotask_since",
+    ]
+    list_filter = ["source", "active"]
+    search_fields = ["name", "number", "partner__name", "=autotask_id"]
+    list_select_related = ["partner"]
+    readonly_fields = MIRRORED
