@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
 from config import health
+from config.metrics import metrics_view
 from integrations import api as integrations_api
 from integrations.views import IntegrationsView
 from invoices import api as invoices_api
@@ -14,6 +15,7 @@ from invoices.views import CustomerListView
 from partners import api as partner_api
 from partners.views import DashboardHomeView, PlaceholderPageView
 from sync import api as sync_api
+from sync.views import PreferencesView
 
 router = DefaultRouter()
 router.register("users", partner_api.UserViewSet, basename="user")
@@ -33,6 +35,13 @@ api_v1 = [
         integrations_api.AutotaskPreviewView.as_view(),
         name="autotask-preview",
     ),
+    path("sync/fetch-new-data/", sync_api.FetchNewDataView.as_view(), name="sync-fetch-new-data"),
+    path(
+        "sync/fetch-unpaid-invoices/",
+        sync_api.FetchUnpaidInvoicesView.as_view(),
+        name="sync-fetch-unpaid-invoices",
+    ),
+    path("sync/status/", sync_api.ManualSyncStatusView.as_view(), name="sync-status"),
     path("auth/token/", obtain_auth_token, name="auth-token"),
     path(
         "schema/",
@@ -57,12 +66,13 @@ dashboard = [
     path("customers/", CustomerListView.as_view(), name="customers"),
     _page("payments/", "payments", "Payments"),
     path("integrations/", IntegrationsView.as_view(), name="integrations"),
-    _page("preferences/", "preferences", "Preferences"),
+    path("preferences/", PreferencesView.as_view(), name="preferences"),
 ]
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True),

@@ -19,7 +19,8 @@ from sync.models import ChangeLogEntry, SyncRun
 pytestmark = pytest.mark.django_db
 
 SKIP_PREFIXES = ("admin:", "api:schema", "api:docs")
-SKIP_NAMES = {"healthz", "readyz", "login", "logout", "api:auth-token", "api:api-root"}
+# Not partner pages: probes, metrics (bearer token, tested in tests/config), login.
+SKIP_NAMES = {"healthz", "readyz", "metrics", "login", "logout", "api:auth-token", "api:api-root"}
 
 # Which of partner A's objects each object route takes.
 OBJECT_FOR = {
