@@ -14,6 +14,8 @@ from invoices import api as invoices_api
 from invoices.views import CustomerListView
 from partners import api as partner_api
 from partners.views import DashboardHomeView, PlaceholderPageView
+from payments import api as payments_api
+from payments import views as payments_views
 from sync import api as sync_api
 from sync.views import PreferencesView
 
@@ -22,6 +24,7 @@ router.register("users", partner_api.UserViewSet, basename="user")
 router.register("sync-runs", sync_api.SyncRunViewSet, basename="sync-run")
 router.register("invoices", invoices_api.InvoiceViewSet, basename="invoice")
 router.register("customers", invoices_api.CustomerViewSet, basename="customer")
+router.register("payments", payments_api.PaymentViewSet, basename="payment")
 
 api_v1 = [
     path("me/", partner_api.MeView.as_view(), name="me"),
@@ -53,6 +56,12 @@ api_v1 = [
         SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[AllowAny]),
         name="docs",
     ),
+    # Public, authenticated by the Standard Webhooks signature (payments/webhooks.py).
+    path(
+        "payments/webhooks/<str:endpoint_id>/",
+        payments_views.webhook_receive,
+        name="payment-webhook",
+    ),
     path("", include(router.urls)),
 ]
 
@@ -64,7 +73,7 @@ def _page(route, name, title):
 dashboard = [
     path("", DashboardHomeView.as_view(), name="home"),
     path("customers/", CustomerListView.as_view(), name="customers"),
-    _page("payments/", "payments", "Payments"),
+    path("payments/", payments_views.PaymentListView.as_view(), name="payments"),
     path("integrations/", IntegrationsView.as_view(), name="integrations"),
     path("preferences/", PreferencesView.as_view(), name="preferences"),
 ]
@@ -84,5 +93,6 @@ urlpatterns = [
     path("integrations/", include("integrations.urls")),
     path("sync-history/", include("sync.urls")),
     path("invoices/", include("invoices.urls")),
+    path("payments/", include("payments.urls")),
     path("", include((dashboard, "dashboard"))),
 ]

@@ -1,11 +1,27 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import viewsets
+from django.urls import reverse
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import generics, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from partners.tenancy import PartnerViewSetMixin
 
+from . import manual
 from .models import ChangeLogEntry, SyncRun
-from .serializers import ChangeSerializer, SyncRunSerializer
+from .serializers import (
+    ChangeSerializer,
+    CooldownErrorSerializer,
+    ErrorSerializer,
+    ManualSyncStartedSerializer,
+    ManualSyncStatusSerializer,
+    SyncRunSerializer,
+)
 
 
 @extend_schema_view(
@@ -38,3 +54,85 @@ class SyncRunViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
         qs = ChangeLogEntry.objects.for_partner(self.partner).filter(run=run).order_by("id")
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(ChangeSerializer(page, many=True).data)
+
+
+# --- Manual syncs (R10): thin views over sync/manual.py ----------------------------------------
+
+
+class _ManualSyncStartView(PartnerViewSetMixin, generics.GenericAPIView):
+    partner_model = SyncRun
+    queryset = SyncRun.objects.none()
+    serializer_class = ManualSyncStartedSerializer
+    kind: str = ""
+
+    def post(self, request):
+        run = manual.manual_sync_start(partner=self.partner, kind=self.kind, user=request.user)
+        nxt = manual.manual_sync_availability(partner=self.partner, now=run.created_at)[self.kind]
+        url = request.build_absolute_uri(reverse("api:sync-run-detail", args=[run.pk]))
+        body = {
+            "id": run.pk,
+            "url": url,
+            "page_url": reverse("sync:run-detail", args=[run.pk]),
+            "kind": run.kind,
+            "status": run.status,
+            "next_available_at": nxt.local_at,
+        }
+        with timezone.override(manual.partner_zone(self.partner)):  # times in the partner's zone
+            data = ManualSyncStartedSerializer(body).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+
+
+_START_RESPONSES = {
+    202: ManualSyncStartedSerializer,
+    403: OpenApiResponse(
+        ErrorSerializer,
+        description="Manual syncs are only for partners whose primary integration is Autotask "
+        "and whose Autotask is connected (code `manual_sync_unavailable`).",
+    ),
+    429: OpenApiResponse(
+        CooldownErrorSerializer,
+        description="Inside the cooldown (code `cooldown`): `Retry-After` header in seconds, "
+        "`available_at` in the body.",
+    ),
+}
+
+
+@extend_schema(
+    request=None,
+    responses=_START_RESPONSES,
+    summary="Fetch New Data (at most once an hour)",
+    description="Starts a sync of invoices and customers created or updated in Autotask within "
+    "the last hour. Allowed once an hour per partner, counted from the start of the last "
+    "accepted manual run; a run that failed on our side does not count. The run waits for any "
+    "other sync of the partner in progress.",
+)
+class FetchNewDataView(_ManualSyncStartView):
+    kind = SyncRun.Kind.NEW_DATA
+
+
+@extend_schema(
+    request=None,
+    responses=_START_RESPONSES,
+    summary="Fetch Unpaid Invoices (at most once every 12 hours)",
+    description="Starts a re-read of every unpaid invoice from Autotask; any mismatch (amount, "
+    "outstanding amount, due date, status) is corrected here and recorded in the run's change "
+    "list. Allowed once every 12 hours per partner.",
+)
+class FetchUnpaidInvoicesView(_ManualSyncStartView):
+    kind = SyncRun.Kind.UNPAID
+
+
+class ManualSyncStatusView(PartnerViewSetMixin, generics.GenericAPIView):
+    """When each manual sync may start next, the last manual run of each, and the partner's
+    sync in progress."""
+
+    partner_model = SyncRun
+    queryset = SyncRun.objects.none()
+    serializer_class = ManualSyncStatusSerializer
+
+    @extend_schema(responses={200: ManualSyncStatusSerializer}, summary="Manual sync status")
+    def get(self, request):
+        data = manual.manual_sync_status(partner=self.partner)
+        with timezone.override(manual.partner_zone(self.partner)):  # times in the partner's zone
+            body = ManualSyncStatusSerializer(data, context={"request": request}).data
+        return Response(body)

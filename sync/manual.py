@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import DateTimeField, Exists, ExpressionWrapper, OuterRef, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from config.api import DomainError
@@ -148,7 +149,7 @@ def partner_zone(partner: Partner) -> zoneinfo.ZoneInfo:
 
 
 def format_wait(seconds: float) -> str:
-    """"in 7 min", "in 11 h 59 min": rounded up, so "in 0 min" is never shown while waiting."""
+    """ "in 7 min", "in 11 h 59 min": rounded up, so "in 0 min" is never shown while waiting."""
     minutes = max(1, math.ceil(seconds / 60))
     if minutes < 60:
         return f"in {minutes} min"
@@ -179,7 +180,7 @@ class Availability:
 
     @property
     def text(self) -> str:
-        """"available at 15:04 (in 12 min)" in the partner's time zone; "" when available."""
+        """ "available at 15:04 (in 12 min)" in the partner's time zone; "" when available."""
         if self.available_at is None:
             return ""
         return f"available at {self.local_at:%H:%M} ({format_wait(self.wait_seconds)})"
@@ -302,7 +303,9 @@ def sync_run_ops(*, partner: Partner, kind: str, user) -> SyncRun:
     connection = AutotaskConnection.objects.filter(partner=partner).first()
     if connection is None or not connection.is_active:
         raise ManualSyncUnavailable(MESSAGES["not_connected"])
-    return sync_run_create(partner=partner, kind=kind, trigger=SyncRun.Trigger.OPS, requested_by=user)
+    return sync_run_create(
+        partner=partner, kind=kind, trigger=SyncRun.Trigger.OPS, requested_by=user
+    )
 
 
 def plain_error(run: SyncRun) -> str:
@@ -349,3 +352,34 @@ def last_manual_run(partner: Partner, kind: str) -> SyncRun | None:
         .order_by("-created_at", "-id")
         .first()
     )
+
+
+def manual_sync_status(*, partner: Partner) -> dict:
+    """Everything the Preferences page shows (runs as instances; the serializer renders them)."""
+    now = timezone.now()
+    reason = manual_sync_unavailable_reason(partner)
+    actions = None
+    if reason is None:
+        actions = {}
+        for kind, avail in manual_sync_availability(partner=partner, now=now).items():
+            act = avail.action
+            actions[act.key] = {
+                "kind": kind,
+                "title": act.title,
+                "description": act.description,
+                "cooldown_seconds": int(act.cooldown.total_seconds()),
+                "available": avail.available,
+                "available_at": avail.local_at,
+                "wait_seconds": avail.wait_seconds,
+                "available_text": avail.text,
+                "start_url": reverse(act.url_name),
+                "last_run": last_manual_run(partner, kind),
+            }
+    return {
+        "enabled": reason is None,
+        "reason": reason,
+        "time_zone": str(partner_zone(partner)),
+        "now": now,
+        "actions": actions,
+        "current_run": current_run(partner),
+    }

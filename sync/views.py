@@ -3,6 +3,7 @@ from django.shortcuts import get_object_or_404
 
 from partners.views import PartnerPageView
 
+from . import manual
 from .models import ChangeLogEntry, SyncRun
 
 
@@ -33,4 +34,24 @@ class SyncRunDetailView(PartnerPageView):
         run = get_object_or_404(self.get_partner_queryset(SyncRun), pk=self.kwargs["pk"])
         changes = ChangeLogEntry.objects.for_partner(self.partner).filter(run=run).order_by("id")
         ctx.update(run=run, changes=Paginator(changes, 100).get_page(self.request.GET.get("page")))
+        return ctx
+
+
+class PreferencesView(PartnerPageView):
+    """Preferences → manual syncs (R10) and the partner's last 20 runs. The page shows the
+    state on load; its script starts runs through the API and polls the status API."""
+
+    template_name = "sync/preferences.html"
+    nav = "preferences"
+    title = "Preferences"
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        status = manual.manual_sync_status(partner=self.partner)
+        ctx.update(
+            manual=status,
+            actions=list((status["actions"] or {}).values()),
+            zone=manual.partner_zone(self.partner),
+            runs=self.get_partner_queryset(SyncRun).order_by("-created_at", "-id")[:20],
+        )
         return ctx
