@@ -292,6 +292,9 @@ class SyncEngine:
             if customer is None:
                 self._skip("customer not synced (filtered out or unknown)")
                 continue
+            if customer[1] is not None:
+                self._skip("customer archived here")
+                continue
             try:
                 values = invoice_values_from_autotask(
                     record,

@@ -177,3 +177,19 @@ def test_two_partners_same_autotask_ids_stay_separate(partner_a, partner_b, conn
     run_now(connect(partner_b).first_run)
     assert Invoice.objects.filter(partner=partner_b).count() == len(a_rows)
     assert list(Invoice.objects.filter(partner=partner_a).order_by("id").values()) == a_rows
+
+
+def test_invoices_of_an_archived_customer_are_left_alone(
+    partner_a, connect, run_now, new_run, autotask_sandbox
+):
+    conn = connect(partner_a)
+    run_now(conn.first_run)
+    customer = Customer.objects.filter(partner=partner_a, invoices__isnull=False).first()
+    Customer.objects.filter(pk=customer.pk).update(archived_at=timezone.now())
+    created_at = (timezone.now() - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    new = autotask_sandbox.db.create_invoice(customer.autotask_id, create_date_time=created_at)
+    run = run_now(new_run(partner_a, SyncRun.Kind.NEW_DATA))
+    assert not Invoice.objects.filter(autotask_id=new["id"]).exists()
+    assert run.skipped_reasons.get("customer archived here", 0) >= 1
+    customer.refresh_from_db()
+    assert customer.archived_at is not None
