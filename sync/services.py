@@ -232,9 +232,22 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
                     sync_run_create(
                         partner=partner, kind=SyncRun.Kind.PDF, trigger=SyncRun.Trigger.SCHEDULE
                     )
+                _after_successful_sync(partner)
         return _reload(run)
     finally:
         _release_partner(partner, token)
+
+
+def _after_successful_sync(partner) -> None:
+    """Parked processor webhook events are re-matched after every finished sync (an invoice may
+    have arrived, a balance changed). Enqueued after commit; a failure never fails the sync."""
+    from payments.services import webhook_events_rematch
+
+    try:
+        with transaction.atomic():
+            webhook_events_rematch(partner=partner)
+    except Exception:
+        log.exception("re-matching parked webhook events of partner %s failed", partner.id)
 
 
 def _requeue(run_id, token, engine, exc) -> None:

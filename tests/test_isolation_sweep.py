@@ -14,6 +14,7 @@ from customers.models import Customer
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
 from partners.models import User
+from payments.models import Payment
 from sync.models import ChangeLogEntry, SyncRun
 
 pytestmark = pytest.mark.django_db
@@ -21,6 +22,9 @@ pytestmark = pytest.mark.django_db
 SKIP_PREFIXES = ("admin:", "api:schema", "api:docs")
 # Not partner pages: probes, metrics (bearer token, tested in tests/config), login.
 SKIP_NAMES = {"healthz", "readyz", "metrics", "login", "logout", "api:auth-token", "api:api-root"}
+# Public, authenticated by its Standard Webhooks signature, not by a login: its tenant binding
+# (A's endpoint naming B's invoice) is tested in tests/payments/test_webhook_view.py.
+SKIP_NAMES |= {"api:payment-webhook"}
 
 # Which of partner A's objects each object route takes.
 OBJECT_FOR = {
@@ -33,6 +37,9 @@ OBJECT_FOR = {
     "sync:run-detail": lambda a: a["run"].pk,
     "invoices:detail": lambda a: a["invoice"].pk,
     "invoices:pdf": lambda a: a["invoice"].pk,
+    "api:payment-detail": lambda a: a["payment"].pk,
+    "payments:delete": lambda a: a["payment"].pk,
+    "payments:record": lambda a: a["invoice"].pk,
 }
 
 
@@ -95,7 +102,17 @@ def world_a(partner_a, user_a):
         secret="alpha-secret-value",
         username_last4="user",
     )
-    return {"user": user_a, "customer": customer, "invoice": invoice, "run": run}
+    payment = Payment.objects.create(
+        partner=partner_a, invoice=invoice, amount="20.00", received_at="2026-01-02T00:00:00Z"
+    )
+    Invoice.objects.filter(pk=invoice.pk).update(paid_here="20.00")
+    return {
+        "user": user_a,
+        "customer": customer,
+        "invoice": invoice,
+        "run": run,
+        "payment": payment,
+    }
 
 
 def snapshot(partner):
@@ -105,6 +122,7 @@ def snapshot(partner):
         list(SyncRun.objects.filter(partner=partner).order_by("id").values()),
         list(AutotaskConnection.objects.filter(partner=partner).values()),
         list(User.objects.filter(partner=partner).order_by("id").values()),
+        list(Payment.objects.filter(partner=partner).order_by("id").values()),
     )
 
 

@@ -1,0 +1,281 @@
+"""Payments, processor webhooks, the Autotask write-back outbox and Idempotency-Key records.
+
+Invoice balances are not stored here: `Invoice.paid_here` is the sum of this partner's
+succeeded payments of the invoice, recomputed by payments/services.py under a row lock on the
+invoice, and the invoice's `outstanding`/`status` are generated from it by PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from config.encryption import EncryptedTextField
+from invoices.models import MONEY, Invoice
+from partners.models import Partner, PartnerOwnedModel
+
+
+def new_endpoint_id() -> str:
+    # Opaque, unguessable, URL-safe; it is not a secret (the signature is), but guessing one
+    # should not even find an endpoint.
+    return f"ep_{secrets.token_urlsafe(18)}"
+
+
+class PaymentSettings(PartnerOwnedModel):
+    """A partner's payment settings: its processor webhook endpoint and secret(s), and whether
+    a payment may exceed the outstanding balance.
+
+    The secret is shown once when created or rotated. During a rotation the previous secret
+    keeps verifying until `previous_secret_expires_at` (both verify meanwhile, RELIABILITY WH-3).
+    """
+
+    partner = models.OneToOneField(Partner, on_delete=models.CASCADE, related_name="+")
+    endpoint_id = models.CharField(max_length=40, unique=True, default=new_endpoint_id)
+    secret = EncryptedTextField()
+    previous_secret = EncryptedTextField(null=True, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    allow_overpayment = models.BooleanField(
+        default=False,
+        help_text="Accept payments larger than the outstanding balance (else they are refused "
+        "by hand and parked when they come from the processor).",
+    )
+    # Rejected deliveries write nothing but these (WH-2: row counts unchanged).
+    rejected_count = models.PositiveBigIntegerField(default=0)
+    last_rejected_at = models.DateTimeField(null=True, blank=True)
+    last_rejected_reason = models.CharField(max_length=60, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "payment settings"
+
+    def __str__(self):
+        return f"Payment settings of partner {self.partner_id}"
+
+
+class PaymentMethod(models.TextChoices):
+    CARD = "card", "Card"
+    ACH = "ach", "ACH"
+    OTHER = "other", "Other"
+
+
+class PaymentStatus(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    REFUNDED = "refunded", "Refunded"
+    DELETED = "deleted", "Deleted"
+
+
+# Order of a processor payment's states: a later state never goes back to an earlier one, so
+# events applied in any order end in the same state (a late "succeeded" after a refund or a
+# deletion changes nothing). Ties are broken by the processor's version.
+STATUS_RANK = {PaymentStatus.SUCCEEDED: 1, PaymentStatus.REFUNDED: 2, PaymentStatus.DELETED: 3}
+
+
+class Payment(PartnerOwnedModel):
+    """A payment of an invoice: from the processor (webhook) or recorded by hand.
+
+    Only succeeded payments count towards `Invoice.paid_here`. A refund or deletion that arrives
+    before its payment creates the row directly in that state (a tombstone, possibly without an
+    invoice), so the late "succeeded" finds it and counts nothing.
+    """
+
+    class Source(models.TextChoices):
+        PROCESSOR = "processor", "Processor"
+        MANUAL = "manual", "Recorded by hand"
+
+    invoice = models.ForeignKey(
+        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="payments"
+    )
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3, default="USD")
+    method = models.CharField(
+        max_length=10, choices=PaymentMethod.choices, default=PaymentMethod.OTHER
+    )
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.MANUAL)
+    processor_payment_id = models.CharField(max_length=255, blank=True)
+    processor_version = models.BigIntegerField(default=0)
+    status = models.CharField(
+        max_length=10, choices=PaymentStatus.choices, default=PaymentStatus.SUCCEEDED
+    )
+    note = models.CharField(max_length=255, blank=True)
+    received_at = models.DateTimeField()
+    refunded_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["partner", "processor_payment_id"],
+                condition=~Q(processor_payment_id=""),
+                name="payment_unique_processor_id_per_partner",
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=~Q(status="succeeded") | Q(invoice__isnull=False),
+                name="payment_succeeded_has_invoice",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["partner", "invoice", "status"]),
+            models.Index(fields=["partner", "-received_at"]),
+        ]
+
+    def __str__(self):
+        return f"Payment {self.pk} {self.amount} {self.currency} ({self.status})"
+
+
+class WebhookEvent(PartnerOwnedModel):
+    """One processor delivery whose signature verified, stored raw before anything else.
+
+    `(partner, event_id)` is unique and kept permanently (RELIABILITY §1.9): a retry days later
+    is still a duplicate. Rejected deliveries (bad signature, too old) are never stored.
+    """
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSED = "processed", "Processed"
+        PARKED = "parked", "Parked for ops"
+        INVALID = "invalid", "Invalid (kept raw)"
+        FAILED = "failed", "Failed"
+
+    class Reason(models.TextChoices):
+        NONE = "", "—"
+        MALFORMED = "malformed", "Malformed JSON or fields"
+        UNKNOWN_TYPE = "unknown_type", "Unknown event type"
+        UNKNOWN_INVOICE = "unknown_invoice", "Unknown invoice"
+        FOREIGN_INVOICE = "foreign_invoice", "Another partner's invoice"
+        AMBIGUOUS_INVOICE = "ambiguous_invoice", "Several invoices with that number"
+        ARCHIVED_INVOICE = "archived_invoice", "Archived invoice"
+        VOID_INVOICE = "void_invoice", "Voided invoice"
+        AMOUNT = "amount_exceeds_outstanding", "Amount exceeds the outstanding balance"
+        CURRENCY = "currency_mismatch", "Currency differs from the invoice"
+
+    settings = models.ForeignKey(PaymentSettings, on_delete=models.CASCADE, related_name="events")
+    event_id = models.CharField(max_length=255)
+    event_type = models.CharField(max_length=60, blank=True)
+    processor_payment_id = models.CharField(max_length=255, blank=True)
+    body = models.TextField(help_text="The raw body as received (at most 64 KiB).")
+    signed_at = models.DateTimeField(help_text="The webhook-timestamp header.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    reason = models.CharField(max_length=40, choices=Reason.choices, blank=True, default="")
+    detail = models.CharField(max_length=500, blank=True)
+    payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["partner", "event_id"], name="webhook_event_unique_id_per_partner"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["partner", "status"]),
+            models.Index(fields=["partner", "-received_at"]),
+        ]
+
+    def __str__(self):
+        return f"{self.event_type or 'event'} {self.event_id} ({self.status})"
+
+
+class WritebackOutbox(PartnerOwnedModel):
+    """The paidDate Autotask should have for one invoice (one row per invoice).
+
+    Payments write the *desired* state and bump `version`; the relay sends only the latest
+    desired state (RELIABILITY SY-7) and records it as sent only if the version it sent is
+    still the current one. `autotask_paid_date` is what we last set in Autotask ourselves.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        DONE = "done", "Done"
+        PARKED = "parked", "Parked (needs attention)"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    invoice = models.OneToOneField(Invoice, on_delete=models.CASCADE, related_name="writeback")
+    desired_paid_date = models.DateField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    sent_version = models.PositiveIntegerField(default=0)
+    autotask_paid_date = models.DateField(null=True, blank=True)
+    ever_sent = models.BooleanField(default=False)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="Attempts at the current version.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    last_error_kind = models.CharField(max_length=40, blank=True)
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self):
+        return f"Write-back of invoice {self.invoice_id} ({self.state})"
+
+
+class WritebackAttempt(PartnerOwnedModel):
+    """One PATCH attempt of an outbox row, written before sending and completed after."""
+
+    class Outcome(models.TextChoices):
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        RETRY = "retry", "Will retry"
+        PARKED = "parked", "Parked"
+        FAILED = "failed", "Failed"
+
+    outbox = models.ForeignKey(
+        WritebackOutbox, on_delete=models.CASCADE, related_name="attempts_log"
+    )
+    version = models.PositiveIntegerField()
+    paid_date = models.DateField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.SENDING)
+    error_kind = models.CharField(max_length=40, blank=True)
+    error = models.TextField(blank=True)
+    retry_in_seconds = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return f"Attempt {self.pk} of outbox {self.outbox_id}: {self.outcome}"
+
+
+class IdempotencyKey(PartnerOwnedModel):
+    """An `Idempotency-Key` of a partner's POST (RELIABILITY §4): the first request's outcome,
+    replayed for the same key and body. Kept at least 24 hours."""
+
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    in_progress = models.BooleanField(default=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "key"], name="idempotency_key_per_partner")
+        ]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self):
+        return f"Idempotency-Key {self.key[:20]}"

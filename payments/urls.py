@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "payments"
+urlpatterns = [
+    path("settings/", views.PaymentSettingsView.as_view(), name="settings"),
+    path("<int:pk>/delete/", views.PaymentDeleteView.as_view(), name="delete"),
+    path("invoice/<int:invoice_pk>/record/", views.PaymentRecordView.as_view(), name="record"),
+]

@@ -1,0 +1,394 @@
+"""Write-back of paidDate to Autotask through an outbox (R4, R9).
+
+- The transaction that changes an invoice's payments also writes the invoice's outbox row: the
+  *desired* paidDate (a date when fully paid here, None to clear) and a new `version`
+  (`outbox_update`). After commit a task sends it.
+- The relay (`writeback_send`) claims a row with a conditional UPDATE (only one relay sends an
+  invoice at a time, however many run), writes an attempt row, sends `PATCH /Invoices
+  {"id", "paidDate"}` once (the client's own retries are off: every PATCH is an attempt row),
+  and finishes with an UPDATE fenced by its claim token. If the desired state changed meanwhile,
+  the row goes back to pending and the latest state is sent next: never a replay of old events.
+- Transient and throttled errors: backoff with full jitter, at least the server's Retry-After.
+  Waits below MAX_COUNTDOWN become a task countdown; any wait is also `next_attempt_at`, which
+  the periodic sweep reads, so a message the broker drops is sent anyway.
+- Auth errors park the row and flag the connection (needs attention); other 4xx fail the row.
+  Ops retry or cancel rows (`writeback_retry`, `writeback_cancel`).
+- Never written: invoices created here (R7) and invoices paid in Autotask itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from config.encryption import SecretUnavailable
+from customers.models import Source
+from integrations.autotask.errors import (
+    AutotaskAuthError,
+    AutotaskBudgetExhausted,
+    AutotaskError,
+    AutotaskThrottled,
+)
+from integrations.autotask.retry import RetryPolicy
+from integrations.models import AutotaskConnection
+from invoices.models import Invoice
+from partners.tenancy import PartnerTask
+
+from .models import WritebackAttempt, WritebackOutbox
+
+log = logging.getLogger(__name__)
+
+State = WritebackOutbox.State
+LEASE = timedelta(minutes=2)  # a SENDING row older than this lost its relay (worker killed)
+MAX_ATTEMPTS = 8  # per desired version; then FAILED, visible to ops
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 600.0
+SWEEP_BATCH = 500
+
+
+def max_countdown() -> float:
+    # Countdowns stay well under the broker's visibility timeout (RELIABILITY §2); longer
+    # waits are left to next_attempt_at and the sweep.
+    return settings.CELERY_VISIBILITY_TIMEOUT / 2
+
+
+def backoff(attempt: int, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform(0, min(cap, base * 2**attempt)), attempt counted from 0."""
+    return (rng or random).uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * (2**attempt)))
+
+
+# --- the desired state ------------------------------------------------------------------------
+
+
+def outbox_update(*, invoice: Invoice, paid_on: date) -> WritebackOutbox | None:
+    """Record the paidDate Autotask should now have for `invoice` (locked by the caller, with
+    fresh amounts). Called in the transaction that changed its payments."""
+    if invoice.source != Source.AUTOTASK or invoice.autotask_id is None:
+        return None  # created here: never sent to Autotask (R7)
+    outbox = WritebackOutbox.objects.select_for_update().filter(invoice=invoice).first()
+    ours = outbox is not None and outbox.autotask_paid_date is not None
+    if invoice.paid_in_autotask_on is not None and not (
+        ours and invoice.paid_in_autotask_on == outbox.autotask_paid_date
+    ):
+        return None  # paid in Autotask itself: that paidDate is Autotask's, never ours to touch
+    due = invoice.total - invoice.credits
+    fully_paid = invoice.paid_here > 0 and invoice.paid_here >= due
+    desired = paid_on if fully_paid else None
+    now = timezone.now()
+    if outbox is None:
+        if desired is None:
+            return None  # never marked paid by us: nothing to clear
+        outbox = WritebackOutbox.objects.create(
+            partner_id=invoice.partner_id,
+            invoice=invoice,
+            desired_paid_date=desired,
+            version=1,
+            state=State.PENDING,
+            next_attempt_at=now,
+        )
+    else:
+        if outbox.desired_paid_date == desired and outbox.state != State.CANCELLED:
+            return outbox
+        outbox.desired_paid_date = desired
+        outbox.version += 1
+        outbox.attempts = 0
+        outbox.last_error_kind = outbox.last_error = ""
+        outbox.next_attempt_at = now
+        if desired == outbox.autotask_paid_date and outbox.state != State.SENDING:
+            # Back to what Autotask already has (pay → delete → pay again before the relay
+            # ran): nothing to send.
+            outbox.state = State.DONE
+            outbox.sent_version = outbox.version
+        elif outbox.state != State.SENDING:
+            # A SENDING row stays claimed: its relay sees the new version when it finishes.
+            outbox.state = State.PENDING
+        outbox.save()
+    if outbox.state == State.PENDING:
+        enqueue_send(outbox)
+    return outbox
+
+
+def enqueue_send(outbox: WritebackOutbox, countdown: float | None = None) -> None:
+    partner_id, outbox_id = outbox.partner_id, outbox.pk
+    transaction.on_commit(
+        lambda: send.apply_async((partner_id, outbox_id), countdown=countdown), robust=True
+    )
+
+
+# --- the relay --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: str  # sent, unchanged, retry, parked, failed, not_claimed, not_due
+    retry_in: float | None = None
+    again: bool = False  # the desired state changed while sending: send once more
+
+
+def _client_for(connection: AutotaskConnection):
+    from sync.services import build_client
+
+    client = build_client(connection)
+    # One PATCH per attempt: the relay retries itself, with a row per attempt and without
+    # holding a worker through backoff sleeps.
+    client.retry = RetryPolicy(max_attempts=1)
+    return client
+
+
+def _claim(partner, outbox_id: int, token: uuid.UUID) -> bool:
+    now = timezone.now()
+    due = Q(state=State.PENDING) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    stale = Q(state=State.SENDING, claimed_at__lt=now - LEASE)
+    return (
+        WritebackOutbox.objects.for_partner(partner)
+        .filter(pk=outbox_id)
+        .filter(due | stale)
+        .update(state=State.SENDING, claim_token=token, claimed_at=now)
+        == 1
+    )
+
+
+def _release(outbox_id: int, token: uuid.UUID, **fields) -> bool:
+    return (
+        WritebackOutbox.objects.filter(pk=outbox_id, claim_token=token).update(
+            claim_token=None, claimed_at=None, **fields
+        )
+        == 1
+    )
+
+
+def writeback_send(*, partner, outbox_id: int, client_factory=None) -> SendResult:
+    """Send one invoice's current desired paidDate (see module docstring)."""
+    token = uuid.uuid4()
+    if not _claim(partner, outbox_id, token):
+        row = (
+            WritebackOutbox.objects.for_partner(partner)
+            .filter(pk=outbox_id)
+            .values("state", "next_attempt_at")
+            .first()
+        )
+        if row and row["state"] == State.PENDING and row["next_attempt_at"]:
+            wait = (row["next_attempt_at"] - timezone.now()).total_seconds()
+            return SendResult("not_due", retry_in=max(wait, 0.0))
+        return SendResult("not_claimed")
+    outbox = WritebackOutbox.objects.select_related("invoice").get(pk=outbox_id)
+    invoice = outbox.invoice
+    version, desired = outbox.version, outbox.desired_paid_date
+
+    if desired == outbox.autotask_paid_date and outbox.sent_version > 0:
+        _finish_sent(outbox_id, token, version, desired, sent=False)
+        return SendResult("unchanged")
+    if invoice.source != Source.AUTOTASK or invoice.autotask_id is None:
+        _release(outbox_id, token, state=State.CANCELLED, last_error="created here (R7)")
+        return SendResult("failed")
+
+    connection = AutotaskConnection.objects.filter(partner=partner).first()
+    if connection is None or not connection.is_active:
+        _release(
+            outbox_id,
+            token,
+            state=State.PARKED,
+            last_error_kind="not_connected",
+            last_error="Autotask is not connected.",
+        )
+        return SendResult("parked")
+
+    started = timezone.now()
+    attempt = WritebackAttempt.objects.create(
+        partner=partner, outbox=outbox, version=version, paid_date=desired, started_at=started
+    )
+    try:
+        client = (client_factory or _client_for)(connection)
+    except SecretUnavailable as exc:
+        connection.record_error("credentials", str(exc), needs_attention=True)
+        return _park(outbox_id, token, attempt, "credentials", str(exc))
+    try:
+        client.set_invoice_paid_date(invoice.autotask_id, desired)
+    except AutotaskAuthError as exc:
+        connection.record_error(exc.kind, exc.message, needs_attention=True)
+        return _park(outbox_id, token, attempt, f"auth:{exc.kind}", exc.message)
+    except AutotaskError as exc:
+        if not exc.retryable:
+            _complete(attempt, WritebackAttempt.Outcome.FAILED, exc.kind, exc.message)
+            _release(
+                outbox_id,
+                token,
+                state=State.FAILED,
+                attempts=F("attempts") + 1,
+                last_error_kind=exc.kind,
+                last_error=exc.message[:2000],
+            )
+            log.warning("write-back of invoice %s failed: %s", invoice.pk, exc.kind)
+            return SendResult("failed")
+        return _retry_later(outbox, token, attempt, exc)
+    finally:
+        client.close()
+
+    _complete(attempt, WritebackAttempt.Outcome.SENT)
+    again = _finish_sent(outbox_id, token, version, desired, sent=True)
+    if again:
+        enqueue_send(outbox)
+    return SendResult("sent", again=again)
+
+
+def _finish_sent(outbox_id, token, version, desired, *, sent: bool) -> bool:
+    """Record `desired` as Autotask's state. Returns True when a newer version is waiting."""
+    now = timezone.now()
+    fields = dict(
+        sent_version=version,
+        autotask_paid_date=desired,
+        attempts=0,
+        last_error_kind="",
+        last_error="",
+        next_attempt_at=now,
+        state=Case(When(version=version, then=Value(State.DONE)), default=Value(State.PENDING)),
+    )
+    if sent:
+        fields.update(ever_sent=True, sent_at=now)
+    _release(outbox_id, token, **fields)
+    return WritebackOutbox.objects.filter(pk=outbox_id, state=State.PENDING).exists()
+
+
+def _complete(attempt, outcome, kind: str = "", message: str = "", retry_in=None) -> None:
+    attempt.outcome, attempt.error_kind, attempt.error = outcome, kind, message[:2000]
+    attempt.retry_in_seconds, attempt.finished_at = retry_in, timezone.now()
+    attempt.save(
+        update_fields=["outcome", "error_kind", "error", "retry_in_seconds", "finished_at"]
+    )
+
+
+def _park(outbox_id, token, attempt, kind: str, message: str) -> SendResult:
+    _complete(attempt, WritebackAttempt.Outcome.PARKED, kind, message)
+    _release(
+        outbox_id,
+        token,
+        state=State.PARKED,
+        attempts=F("attempts") + 1,
+        last_error_kind=kind[:40],
+        last_error=message[:2000],
+    )
+    log.warning("write-back outbox %s parked: %s", outbox_id, kind)
+    return SendResult("parked")
+
+
+def _retry_later(outbox, token, attempt, exc: AutotaskError) -> SendResult:
+    attempts = outbox.attempts + 1
+    if attempts >= MAX_ATTEMPTS:
+        _complete(attempt, WritebackAttempt.Outcome.FAILED, exc.kind, exc.message)
+        _release(
+            outbox.pk,
+            token,
+            state=State.FAILED,
+            attempts=attempts,
+            last_error_kind=exc.kind,
+            last_error=f"gave up after {attempts} attempts: {exc.message}"[:2000],
+        )
+        return SendResult("failed")
+    delay = backoff(attempts - 1)
+    if isinstance(exc, AutotaskThrottled) and exc.retry_after is not None:
+        delay = max(delay, exc.retry_after)  # never before the server's Retry-After
+    if isinstance(exc, AutotaskBudgetExhausted):
+        delay = max(delay, (exc.resume_at - timezone.now()).total_seconds())
+    _complete(attempt, WritebackAttempt.Outcome.RETRY, exc.kind, exc.message, retry_in=delay)
+    # Measured from after the failed answer, so the wait is never shorter than asked for.
+    _release(
+        outbox.pk,
+        token,
+        state=State.PENDING,
+        attempts=attempts,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        last_error_kind=exc.kind,
+        last_error=exc.message[:2000],
+    )
+    return SendResult("retry", retry_in=delay)
+
+
+# --- ops --------------------------------------------------------------------------------------
+
+
+def writeback_retry(*, outbox: WritebackOutbox) -> bool:
+    """Ops: send a parked, failed or cancelled row again now."""
+    with transaction.atomic():
+        changed = WritebackOutbox.objects.filter(
+            pk=outbox.pk, state__in=[State.PARKED, State.FAILED, State.CANCELLED]
+        ).update(
+            state=State.PENDING,
+            attempts=0,
+            next_attempt_at=timezone.now(),
+            last_error_kind="",
+            last_error="",
+        )
+        if changed:
+            enqueue_send(outbox)
+    return bool(changed)
+
+
+def writeback_cancel(*, outbox: WritebackOutbox) -> bool:
+    """Ops: stop sending this row (it stays visible; a later payment change re-arms it)."""
+    return bool(
+        WritebackOutbox.objects.filter(pk=outbox.pk)
+        .exclude(state__in=[State.DONE, State.SENDING])
+        .update(state=State.CANCELLED)
+    )
+
+
+def writeback_sweep(*, limit: int = SWEEP_BATCH) -> int:
+    """Enqueue every due row (pending and due, or sending with an expired lease). Rows live in
+    PostgreSQL, so whatever the broker dropped is sent by the next sweep."""
+    now = timezone.now()
+    rows = list(
+        WritebackOutbox.objects.filter(
+            Q(state=State.PENDING, next_attempt_at__lte=now)
+            | Q(state=State.PENDING, next_attempt_at__isnull=True)
+            | Q(state=State.SENDING, claimed_at__lt=now - LEASE)
+        )
+        .order_by("next_attempt_at")
+        .values_list("partner_id", "id")[:limit]
+    )
+    for partner_id, outbox_id in rows:
+        send.delay(partner_id, outbox_id)
+    return len(rows)
+
+
+def writeback_drain(*, partner, max_rounds: int = 10, client_factory=None) -> list[SendResult]:
+    """Send every due row of a partner in this process (tests, the demo, a shell)."""
+    results = []
+    for _ in range(max_rounds):
+        ids = list(
+            WritebackOutbox.objects.for_partner(partner)
+            .filter(state=State.PENDING, next_attempt_at__lte=timezone.now())
+            .values_list("id", flat=True)
+        )
+        if not ids:
+            break
+        for outbox_id in ids:
+            results.append(
+                writeback_send(partner=partner, outbox_id=outbox_id, client_factory=client_factory)
+            )
+    return results
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+
+@shared_task(base=PartnerTask, bind=True, name="payments.writeback.send")
+def send(self, partner, outbox_id):
+    result = writeback_send(partner=partner, outbox_id=outbox_id)
+    if result.retry_in is not None and result.retry_in <= max_countdown():
+        # A little past the due time so the claim finds the row due.
+        send.apply_async((partner.id, outbox_id), countdown=result.retry_in + 0.5)
+    return result.outcome
+
+
+@shared_task(name="payments.writeback.sweep")
+def sweep():
+    return writeback_sweep()
