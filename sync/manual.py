@@ -149,9 +149,10 @@ def partner_zone(partner: Partner) -> zoneinfo.ZoneInfo:
 
 
 def format_wait(seconds: float) -> str:
-    """ "in 7 min", "in 11 h 59 min": rounded up, so "in 0 min" is never shown while waiting."""
+    """Rounded up, so "in 0 min" is never shown while waiting: "in 7 min", "in 60 min",
+    "in 11 h 59 min"."""
     minutes = max(1, math.ceil(seconds / 60))
-    if minutes < 60:
+    if minutes <= 60:
         return f"in {minutes} min"
     hours, rest = divmod(minutes, 60)
     return f"in {hours} h {rest} min" if rest else f"in {hours} h"

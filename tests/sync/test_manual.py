@@ -142,6 +142,7 @@ def test_availability_text_is_in_the_partners_time_zone(connected_a, user_a):
     assert avail[NEW].text == "available at 05:30 (in 47 min)"
     assert avail[NEW].local_at.utcoffset() == timedelta(hours=-5)
     assert avail[UNPAID].available and avail[UNPAID].text == ""
+    assert manual.format_wait(3600) == "in 60 min"
     assert manual.format_wait(12 * 3600 - 1) == "in 12 h"
     assert manual.format_wait(3 * 3600 + 61) == "in 3 h 2 min"
 
