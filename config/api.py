@@ -1,6 +1,6 @@
 """One place maps domain errors to HTTP for the API."""
 
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -36,3 +36,40 @@ def exception_handler(exc, context):
         body = {"detail": exc.message, "code": exc.code, **exc.extra}
         return Response(body, status=exc.status, headers=exc.headers)
     return drf_exception_handler(exc, context)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every DomainError answer (one component in the OpenAPI schema)."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+GENERIC_ERROR = {
+    "description": "Error",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "`detail` and `code` for domain errors; field → messages for "
+                "validation errors.",
+                "additionalProperties": True,
+            }
+        }
+    },
+}
+
+
+def add_standard_error_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: every operation documents the error answers DRF
+    gives everywhere (400 for input, 401/403 for auth, 404), unless it documented its own."""
+    for methods in result.get("paths", {}).values():
+        for method, operation in methods.items():
+            responses = operation.setdefault("responses", {})
+            # 404: an unknown or another partner's id, or a page past the end of a list.
+            codes = ["401", "403", "404"]
+            if method in ("post", "put", "patch") or operation.get("parameters"):
+                codes.append("400")
+            for code in codes:
+                responses.setdefault(code, GENERIC_ERROR)
+    return result

@@ -123,6 +123,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.add_standard_error_responses",
+    ],
 }
 
 # --- Celery (see config/celery.py and ../shared/RELIABILITY.md §2) --------------------------
