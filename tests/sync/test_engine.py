@@ -193,3 +193,52 @@ def test_invoices_of_an_archived_customer_are_left_alone(
     assert run.skipped_reasons.get("customer archived here", 0) >= 1
     customer.refresh_from_db()
     assert customer.archived_at is not None
+
+
+def test_hourly_sync_updates_a_changed_company(
+    partner_a, connect, run_now, new_run, autotask_sandbox
+):
+    conn = connect(partner_a)
+    run_now(conn.first_run)
+    customer = Customer.objects.filter(partner=partner_a).first()
+    autotask_sandbox.db.update_company(customer.autotask_id, companyName="Renamed Widgets Ltd")
+    run = run_now(new_run(partner_a, SyncRun.Kind.NEW_DATA))
+    customer.refresh_from_db()
+    assert customer.name == "Renamed Widgets Ltd"
+    change = ChangeLogEntry.objects.get(run=run, record_id=customer.pk, field="name")
+    assert change.new_value == "Renamed Widgets Ltd"
+    assert run.updated == 1
+
+
+def test_void_in_autotask_voids_here(partner_a, connect, run_now, new_run, autotask_sandbox):
+    conn = connect(partner_a)
+    run_now(conn.first_run)
+    inv = Invoice.objects.filter(partner=partner_a, status="open").first()
+    autotask_sandbox.db.void_invoice(inv.autotask_id)
+    run_now(new_run(partner_a, SyncRun.Kind.UNPAID))
+    inv.refresh_from_db()
+    assert inv.status == "void" and inv.outstanding == 0
+
+
+def test_malformed_record_is_skipped_with_reason_rest_goes_on(
+    partner_a, connect, run_now, autotask_sandbox, monkeypatch
+):
+    from integrations.autotask.records import Invoice as AutotaskInvoice
+
+    conn = connect(partner_a)
+    original = AutotaskInvoice.from_api.__func__
+    bad_id = sandbox_invoices(autotask_sandbox.db)[0]["id"]
+
+    def from_api(cls, raw, *args, **kwargs):
+        if raw.get("id") == bad_id:
+            raw = {**raw, "invoiceTotal": "not-a-number"}
+        return original(cls, raw, *args, **kwargs)
+
+    monkeypatch.setattr(AutotaskInvoice, "from_api", classmethod(from_api))
+    run = run_now(conn.first_run)
+    assert run.status == SyncRun.Status.PARTIAL
+    assert run.failed == 1
+    assert any("invoiceTotal" in reason for reason in run.skipped_reasons)
+    assert not Invoice.objects.filter(autotask_id=bad_id).exists()
+    expected = len(sandbox_invoices(autotask_sandbox.db)) - 1
+    assert Invoice.objects.filter(partner=partner_a).count() == expected
