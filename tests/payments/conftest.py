@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -83,7 +84,7 @@ class Sender:
 
     def send(self, event: dict | bytes, *, event_id: str | None = None, ts: int | None = None):
         body = event if isinstance(event, bytes) else json.dumps(event).encode()
-        event_id = event_id or f"msg_{next(self._n)}_{time.time_ns()}"
+        event_id = event_id or f"msg_{next(self._n)}_{uuid.uuid4().hex}"
         return self.post_raw(body, self.headers(body, event_id=event_id, ts=ts))
 
 
