@@ -357,9 +357,12 @@ class SyncEngine:
         )
         if updated != 1:
             raise LeaseLost(f"run {self.run.id} is no longer ours")
-        SyncState.objects.filter(partner=self.partner, lease_owner=self.token).update(
+        # The partner lease fences too: asleep past the lease, another run of the partner may
+        # have started; writing now would make two syncs of one partner at the same time.
+        if not SyncState.objects.filter(partner=self.partner, lease_owner=self.token).update(
             lease_heartbeat_at=timezone.now()
-        )
+        ):
+            raise LeaseLost(f"partner {self.partner.id}'s sync lease is no longer ours")
 
     def _commit_state(self, phase: str) -> None:
         with transaction.atomic():

@@ -69,19 +69,26 @@ def sync_run_create(
 
 
 def _claim_partner(partner, run, token) -> bool:
+    """Take the partner's lease: free, stale, or held by a run that is no longer active. A
+    conditional UPDATE whose condition joins SyncRun is not atomic in PostgreSQL (Django turns
+    it into `id IN (SELECT …)`, which is not re-checked after a concurrent claim: two claims
+    both won), so lock the row and decide. A live run's lease is never taken over, not even by
+    a second delivery of that same run: it would release the lease when it exits."""
     sync_state_for(partner)
-    stale = timezone.now() - LEASE
-    return (
-        SyncState.objects.filter(partner=partner)
-        .filter(
-            Q(lease_run__isnull=True)
-            | Q(lease_run=run)
-            | Q(lease_heartbeat_at__lt=stale)
-            | ~Q(lease_run__status__in=SyncRun.ACTIVE)
+    now = timezone.now()
+    with transaction.atomic():
+        state = SyncState.objects.select_for_update().get(partner=partner)
+        free = (
+            state.lease_run_id is None
+            or state.lease_heartbeat_at is None
+            or state.lease_heartbeat_at < now - LEASE
+            or not SyncRun.objects.filter(id=state.lease_run_id, status__in=SyncRun.ACTIVE).exists()
         )
-        .update(lease_run=run, lease_owner=token, lease_heartbeat_at=timezone.now())
-        == 1
-    )
+        if free:
+            SyncState.objects.filter(pk=state.pk).update(
+                lease_run=run, lease_owner=token, lease_heartbeat_at=now
+            )
+        return free
 
 
 def _release_partner(partner, token) -> None:
@@ -155,12 +162,23 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
         sync_run_fail(run, error_kind="not_connected", message="Autotask is not connected.")
         return _reload(run)
     if run.attempts >= MAX_ATTEMPTS and run.status == SyncRun.Status.RUNNING:
-        sync_run_fail(
-            run,
+        # Only a run whose worker is gone (stale heartbeat): a duplicate delivery must not
+        # fail a live third attempt.
+        SyncRun.objects.filter(
+            Q(heartbeat_at__lt=timezone.now() - LEASE) | Q(heartbeat_at__isnull=True),
+            id=run.id,
+            status=SyncRun.Status.RUNNING,
+            attempts__gte=MAX_ATTEMPTS,
+        ).update(
+            status=SyncRun.Status.FAILED,
+            owner=None,
+            finished_at=timezone.now(),
             error_kind="worker_lost",
-            message=f"Gave up after {run.attempts} attempts (worker lost each time).",
+            error_message=f"Gave up after {run.attempts} attempts (worker lost each time).",
         )
-        return _reload(run)
+        run.refresh_from_db()
+        if not run.is_active:
+            return run
 
     token = uuid.uuid4()
     if not _claim_partner(partner, run, token):
@@ -297,6 +315,7 @@ def reap_stuck_runs(*, now=None) -> dict:
                 id=run.id, status=SyncRun.Status.RUNNING, heartbeat_at=run.heartbeat_at
             ).update(
                 status=SyncRun.Status.FAILED,
+                owner=None,  # fences a zombie owner: it can no longer commit or finish
                 finished_at=now,
                 error_kind="worker_lost",
                 error_message=f"Stopped after {run.attempts} attempts: the worker was lost.",
@@ -304,7 +323,7 @@ def reap_stuck_runs(*, now=None) -> dict:
         else:
             if SyncRun.objects.filter(
                 id=run.id, status=SyncRun.Status.RUNNING, heartbeat_at=run.heartbeat_at
-            ).update(status=SyncRun.Status.QUEUED, owner=None):
+            ).update(status=SyncRun.Status.QUEUED, owner=None, heartbeat_at=now):
                 requeued += 1
                 transaction.on_commit(lambda r=run: run_sync.delay(r.partner_id, r.id))
     lost = SyncRun.objects.filter(status=SyncRun.Status.QUEUED, created_at__lt=stale).filter(
