@@ -42,3 +42,36 @@ def customer_values_from_company(company: Company) -> dict:
         "company_type": company.company_type,
         "active": bool(company.is_active) if company.is_active is not None else True,
     }
+
+
+# --- archiving and customers created here (R7, R9) --------------------------------------------
+
+
+def customer_archive(*, partner, customer_id: int, archived: bool = True):
+    """Archive (or unarchive) one of the partner's customers, at once. Its invoices are left as
+    they are (archive them one by one). Idempotent."""
+    from django.utils import timezone
+
+    from config.api import DomainError
+
+    from .models import Customer
+
+    qs = Customer.objects.for_partner(partner).filter(pk=customer_id)
+    if not qs.exists():
+        raise DomainError("No such customer.", code="not_found", status_code=404)
+    if archived:
+        qs.filter(archived_at__isnull=True).update(archived_at=timezone.now())
+    else:
+        qs.filter(archived_at__isnull=False).update(archived_at=None)
+    return qs.get()
+
+
+def customer_create_local(*, partner, name: str, **fields):
+    """A customer created here: source "local", never sent to Autotask (R7)."""
+    from .models import Customer
+
+    allowed = {"number", "email", "phone", "address1", "address2", "city", "state", "postal_code"}
+    values = {k: (v or "").strip() for k, v in fields.items() if k in allowed}
+    return Customer.objects.create(
+        partner=partner, source="local", autotask_id=None, name=name.strip()[:255], **values
+    )

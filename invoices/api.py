@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -6,17 +8,47 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
-from rest_framework import viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from customers import services as customer_services
 from customers.models import Customer
 from partners.tenancy import PartnerViewSetMixin
 
+from . import services as invoice_services
 from .models import Invoice, InvoiceStatus
 from .pdf import PdfUnavailable, invoice_pdf
 from .selectors import invoice_list
 from .serializers import CustomerSerializer, InvoiceSerializer
+
+
+class InvoiceCreateSerializer(serializers.Serializer):
+    """An invoice created here (source "local"); it is never sent to Autotask (R7)."""
+
+    customer_id = serializers.IntegerField(min_value=1)
+    number = serializers.CharField(max_length=100)
+    invoice_date = serializers.DateField()
+    due_date = serializers.DateField(required=False, allow_null=True)
+    total = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
+    tax = serializers.DecimalField(
+        max_digits=14, decimal_places=2, min_value=Decimal("0"), default=Decimal("0.00")
+    )
+    currency = serializers.CharField(max_length=3, min_length=3, default="USD")
+
+
+class CustomerCreateSerializer(serializers.Serializer):
+    """A customer created here (source "local"); never sent to Autotask (R7)."""
+
+    name = serializers.CharField(max_length=255)
+    number = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    email = serializers.EmailField(required=False, allow_blank=True)
+    phone = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    address1 = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    address2 = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    city = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    state = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    postal_code = serializers.CharField(max_length=30, required=False, allow_blank=True)
 
 
 @extend_schema_view(
@@ -74,6 +106,33 @@ class InvoiceViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
             response["X-PDF-Stale"] = "1"
         return response
 
+    # --- archiving and invoices created here (R7, R9) ------------------------------------
+
+    @extend_schema(request=InvoiceCreateSerializer, responses={201: InvoiceSerializer})
+    def create(self, request):
+        data = InvoiceCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        invoice = invoice_services.invoice_create_local(partner=self.partner, **data.validated_data)
+        body = InvoiceSerializer(invoice, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: InvoiceSerializer})
+    @action(detail=True, methods=["post"])
+    def archive(self, request, pk=None):
+        return self._archive(archived=True)
+
+    @extend_schema(request=None, responses={200: InvoiceSerializer})
+    @action(detail=True, methods=["post"])
+    def unarchive(self, request, pk=None):
+        return self._archive(archived=False)
+
+    def _archive(self, *, archived: bool):
+        invoice = self.get_object()  # another partner's invoice: 404
+        invoice = invoice_services.invoice_archive(
+            partner=self.partner, invoice_id=invoice.pk, archived=archived
+        )
+        return Response(InvoiceSerializer(invoice, context=self.get_serializer_context()).data)
+
 
 @extend_schema_view(
     list=extend_schema(
@@ -100,3 +159,31 @@ class CustomerViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
         if p.get("search"):
             queryset = queryset.filter(name__icontains=p["search"][:100])
         return queryset
+
+    # --- archiving and customers created here (R7, R9) -----------------------------------
+
+    @extend_schema(request=CustomerCreateSerializer, responses={201: CustomerSerializer})
+    def create(self, request):
+        data = CustomerCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        customer = customer_services.customer_create_local(
+            partner=self.partner, **data.validated_data
+        )
+        return Response(CustomerSerializer(customer).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: CustomerSerializer})
+    @action(detail=True, methods=["post"])
+    def archive(self, request, pk=None):
+        return self._archive(archived=True)
+
+    @extend_schema(request=None, responses={200: CustomerSerializer})
+    @action(detail=True, methods=["post"])
+    def unarchive(self, request, pk=None):
+        return self._archive(archived=False)
+
+    def _archive(self, *, archived: bool):
+        customer = self.get_object()  # another partner's customer: 404
+        customer = customer_services.customer_archive(
+            partner=self.partner, customer_id=customer.pk, archived=archived
+        )
+        return Response(CustomerSerializer(customer).data)

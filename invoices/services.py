@@ -100,3 +100,59 @@ def invoices_relabel(*, partner, identifier: str) -> int:
 
 
 __all__ = ["SYNCED_FIELDS", "invoice_values_from_autotask", "invoices_relabel"]
+
+
+# --- archiving and invoices created here (R7, R9) ---------------------------------------------
+
+
+def invoice_archive(*, partner, invoice_id: int, archived: bool = True) -> Invoice:
+    """Archive (or unarchive) one of the partner's invoices, at once. Archived invoices are
+    hidden from default lists, cannot be paid and are never touched by syncs. Idempotent."""
+    from django.utils import timezone
+
+    from config.api import DomainError
+
+    qs = Invoice.objects.for_partner(partner).filter(pk=invoice_id)
+    if not qs.exists():
+        raise DomainError("No such invoice.", code="not_found", status_code=404)
+    if archived:
+        qs.filter(archived_at__isnull=True).update(archived_at=timezone.now())
+    else:
+        qs.filter(archived_at__isnull=False).update(archived_at=None)
+    return qs.select_related("customer").get()
+
+
+def invoice_create_local(
+    *,
+    partner,
+    customer_id: int,
+    number: str,
+    invoice_date,
+    total: Decimal,
+    due_date=None,
+    tax: Decimal = Decimal("0.00"),
+    currency: str = "USD",
+) -> Invoice:
+    """An invoice created here: source "local", no Autotask id, never sent to Autotask (R7)."""
+    from config.api import DomainError
+    from customers.models import Customer
+
+    customer = Customer.objects.for_partner(partner).filter(pk=customer_id).first()
+    if customer is None:
+        raise DomainError("No such customer.", code="customer_not_found", status_code=400)
+    if customer.archived_at is not None:
+        raise DomainError("The customer is archived.", code="customer_archived", status_code=409)
+    if total < 0 or tax < 0:
+        raise DomainError("Amounts cannot be negative.", code="invalid_amount")
+    return Invoice.objects.create(
+        partner=partner,
+        customer=customer,
+        source="local",
+        autotask_id=None,
+        number=number.strip()[:100],
+        invoice_date=invoice_date,
+        due_date=due_date or invoice_date,
+        total=money(total),
+        tax=money(tax),
+        currency=(currency or "USD").upper()[:3],
+    )

@@ -40,6 +40,10 @@ OBJECT_FOR = {
     "api:payment-detail": lambda a: a["payment"].pk,
     "payments:delete": lambda a: a["payment"].pk,
     "payments:record": lambda a: a["invoice"].pk,
+    "api:invoice-archive": lambda a: a["invoice"].pk,
+    "api:invoice-unarchive": lambda a: a["invoice"].pk,
+    "api:customer-archive": lambda a: a["customer"].pk,
+    "api:customer-unarchive": lambda a: a["customer"].pk,
 }
 
 
