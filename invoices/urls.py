@@ -7,4 +7,8 @@ urlpatterns = [
     path("", views.InvoiceListView.as_view(), name="list"),
     path("<int:pk>/", views.InvoiceDetailView.as_view(), name="detail"),
     path("<int:pk>/pdf/", views.InvoicePdfView.as_view(), name="pdf"),
+    path("<int:pk>/archive/", views.InvoiceArchiveView.as_view(), name="archive"),
+    path(
+        "customers/<int:pk>/archive/", views.CustomerArchiveView.as_view(), name="customer-archive"
+    ),
 ]

@@ -1,12 +1,15 @@
+from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.views import View
 
 from customers.models import Customer
 from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerPageView
 
+from . import services
 from .models import Invoice, InvoiceStatus
 from .pdf import PdfUnavailable, invoice_pdf
 from .selectors import duplicate_numbers, invoice_list
@@ -88,3 +91,27 @@ class CustomerListView(PartnerPageView):
             qs = qs.filter(name__icontains=g["q"][:100])
         ctx.update(page=Paginator(qs, 50).get_page(g.get("page")), q=g.get("q", ""))
         return ctx
+
+
+class InvoiceArchiveView(PartnerRequiredMixin, View):
+    """POST: archive (or, with `unarchive=1`, unarchive) an invoice, at once (R9)."""
+
+    def post(self, request, pk):
+        invoice = get_object_or_404(self.get_partner_queryset(Invoice), pk=pk)
+        archived = request.POST.get("unarchive") != "1"
+        services.invoice_archive(partner=self.partner, invoice_id=invoice.pk, archived=archived)
+        messages.success(request, "Invoice archived." if archived else "Invoice unarchived.")
+        return HttpResponseRedirect(reverse("invoices:detail", args=[invoice.pk]))
+
+
+class CustomerArchiveView(PartnerRequiredMixin, View):
+    """POST: archive (or, with `unarchive=1`, unarchive) a customer, at once (R9)."""
+
+    def post(self, request, pk):
+        from customers.services import customer_archive
+
+        customer = get_object_or_404(self.get_partner_queryset(Customer), pk=pk)
+        archived = request.POST.get("unarchive") != "1"
+        customer_archive(partner=self.partner, customer_id=customer.pk, archived=archived)
+        messages.success(request, "Customer archived." if archived else "Customer unarchived.")
+        return HttpResponseRedirect(reverse("dashboard:customers"))

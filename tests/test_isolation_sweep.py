@@ -44,6 +44,8 @@ OBJECT_FOR = {
     "api:invoice-unarchive": lambda a: a["invoice"].pk,
     "api:customer-archive": lambda a: a["customer"].pk,
     "api:customer-unarchive": lambda a: a["customer"].pk,
+    "invoices:archive": lambda a: a["invoice"].pk,
+    "invoices:customer-archive": lambda a: a["customer"].pk,
 }
 
 
