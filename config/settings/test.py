@@ -29,11 +29,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 # Fresh keys per test process: no key is ever committed.
-FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+# (A worker subprocess started by a test gets the test process's keys through the environment.)
+FIELD_ENCRYPTION_KEYS = env.get_list("FIELD_ENCRYPTION_KEYS") or [Fernet.generate_key().decode()]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 AUTOTASK_INTEGRATION_CODE = "PAYSYNC-TEST-INTEGRATION-CODE"
 # Never the real Autotask from tests: a closed port unless a test points it at the sandbox.
-AUTOTASK_ZONE_LOOKUP_URL = "http://127.0.0.1:9/atservicesrest/v1.0/zoneInformation"
+# A worker subprocess started by a test is pointed at the test's sandbox (loopback only).
+AUTOTASK_ZONE_LOOKUP_URL = env.get("AUTOTASK_ZONE_LOOKUP_URL", "")
+if not AUTOTASK_ZONE_LOOKUP_URL.startswith("http://127.0.0.1:"):
+    AUTOTASK_ZONE_LOOKUP_URL = "http://127.0.0.1:9/atservicesrest/v1.0/zoneInformation"
 AUTOTASK_TIMEOUT_SECONDS = 5.0
 AUTOTASK_CONNECT_TIMEOUT_SECONDS = 2.0
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405

@@ -1,0 +1,183 @@
+"""CQ-2 / CQ-3: a real Celery worker is SIGKILLed in the middle of a sync.
+
+The worker is a subprocess (tests/sync/worker_harness.py) on the test database, the test Redis
+(test profile: 20 s visibility timeout, restore every 5 s) and the in-process sandbox. The run
+is enqueued with `run_sync.delay` by the Connect service, the worker is killed once ~30 % of
+the invoices are written, and the run must end with every invoice once, no duplicate change-log
+row, and each page fetched at most twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.db import connection as db_connection
+from django.utils import timezone
+
+from invoices.models import Invoice
+from sync import services
+from sync.models import ChangeLogEntry, SyncRun
+
+from .worker_harness import Worker, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+INVOICES = 4_000
+LATENCY_MS = 150
+WORKER_LEASE_SECONDS = 6  # the worker's sync lease (production: 5 minutes)
+WAIT = 90
+
+
+@pytest.fixture
+def worker_env(make_sandbox):
+    server = make_sandbox(companies=200, invoices=INVOICES, latency_ms=LATENCY_MS)
+    db = db_connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "AUTOTASK_ZONE_LOOKUP_URL": server.zone_lookup_url,
+        "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
+        "PAYSYNC_TEST_SYNC_LEASE_SECONDS": str(WORKER_LEASE_SECONDS),
+        "PYTHONUNBUFFERED": "1",
+    }
+    from config.celery import app
+
+    app.control.purge()  # nothing left over from earlier tests
+    return server, env
+
+
+@pytest.fixture
+def workers(worker_env, tmp_path):
+    started: list[Worker] = []
+    _, env = worker_env
+
+    def start() -> Worker:
+        worker = Worker(env, tmp_path / "worker.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:  # always, before the database is flushed
+        worker.kill()
+
+
+def invoices_of(partner):
+    return Invoice.objects.filter(partner=partner)
+
+
+def settled_count(db):
+    cutoff = (timezone.now() - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return len(
+        [i for i in db.invoices() if not i.get("isVoided") and i["createDateTime"] <= cutoff]
+    )
+
+
+def start_sync_and_wait_for_30_percent(partner, connect, server):
+    run = connect(partner, server=server).first_run  # run_sync.delay on commit
+    target = INVOICES * 0.3
+    wait_for(
+        lambda: invoices_of(partner).count() >= target,
+        timeout=WAIT,
+        interval=0.02,
+        what="30 % of the invoices written",
+    )
+    written = invoices_of(partner).count()
+    assert written < settled_count(server.db), "the sync finished before the kill"
+    return run, written
+
+
+def wait_until_resumed(partner, written, killed_at) -> float:
+    wait_for(
+        lambda: invoices_of(partner).count() > written,
+        timeout=WAIT,
+        interval=0.05,
+        what="sync resumed",
+    )
+    return time.monotonic() - killed_at
+
+
+def wait_finished(run) -> SyncRun:
+    def done():
+        run.refresh_from_db()
+        return not run.is_active
+
+    wait_for(done, timeout=WAIT, interval=0.1, what=f"run {run.id} finished")
+    return run
+
+
+def assert_complete(partner, server, run):
+    assert run.status == SyncRun.Status.SUCCEEDED, (run.error_kind, run.error_message)
+    invoices = invoices_of(partner)
+    assert invoices.count() == settled_count(server.db)
+    assert invoices.values("autotask_id").distinct().count() == invoices.count()
+    changes = ChangeLogEntry.objects.filter(partner=partner)
+    keys = list(changes.values_list("record_type", "record_id", "field", "new_value"))
+    assert len(keys) == len(set(keys))
+    assert changes.count() == 0  # an initial sync changes nothing it created
+    # Each page fetched at most twice (the page in flight at the kill is read again).
+    pages = [
+        e
+        for e in server.db.requests(entity="Invoices", method="POST")
+        if "/query" in e["path"] and "/count" not in e["path"]
+    ]
+    expected = -(-invoices.count() // 500)
+    assert expected <= len(pages) <= expected + 2, len(pages)
+
+
+def test_sigkilled_pool_child_task_is_redelivered_and_the_run_resumes(
+    partner_a, connect, worker_env, workers
+):
+    server, _ = worker_env
+    worker = workers()
+    run, written = start_sync_and_wait_for_30_percent(partner_a, connect, server)
+    worker.kill_pool_child()
+    killed_at = time.monotonic()
+
+    resumed_after = wait_until_resumed(partner_a, written, killed_at)
+    run = wait_finished(run)
+    total = time.monotonic() - killed_at
+    print(f"\nCQ-2 pool child killed at {written} invoices: resumed after {resumed_after:.1f} s, "
+          f"done {total:.1f} s after the kill, attempts {run.attempts}")  # fmt: skip
+    assert_complete(partner_a, server, run)
+    assert run.attempts == 2
+    log = worker.log()
+    assert "WorkerLostError" in log
+    received = re.findall(r"Task sync\.run_sync\[([0-9a-f-]+)\] received", log)
+    assert received.count(received[0]) >= 2  # redelivered (task_reject_on_worker_lost)
+    assert worker.proc.poll() is None  # the worker itself survived
+
+
+def test_whole_worker_killed_restarted_and_the_reaper_resumes_the_run(
+    partner_a, connect, worker_env, workers
+):
+    server, _ = worker_env
+    first = workers()
+    run, _ = start_sync_and_wait_for_30_percent(partner_a, connect, server)
+    first.kill()
+    killed_at = time.monotonic()
+    time.sleep(0.5)
+    stuck = invoices_of(partner_a).count()
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.RUNNING
+
+    workers()  # a new worker; the broker would redeliver after its visibility timeout
+    # The reaper's next pass (it sees the heartbeat as stale): requeue and enqueue again.
+    later = timezone.now() + services.LEASE + timedelta(seconds=1)
+    assert services.reap_stuck_runs(now=later)["requeued"] == 1
+    resumed_after = wait_until_resumed(partner_a, stuck, killed_at)
+    run = wait_finished(run)
+    total = time.monotonic() - killed_at
+    print(f"\nCQ-3 worker killed at {stuck} invoices, restarted: resumed after "
+          f"{resumed_after:.1f} s, done {total:.1f} s after the kill")  # fmt: skip
+    assert_complete(partner_a, server, run)
+    assert run.attempts == 2
+    assert total <= WAIT
