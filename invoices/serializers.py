@@ -46,6 +46,9 @@ class InvoiceSerializer(serializers.ModelSerializer):
 
 
 class CustomerSerializer(serializers.ModelSerializer):
+    # Often blank (Autotask companies have no email): a plain string, not format "email".
+    email = serializers.CharField(read_only=True)
+
     class Meta:
         model = Customer
         fields = [

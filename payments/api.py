@@ -23,6 +23,10 @@ from .models import Payment, PaymentMethod, PaymentStatus
 
 class PaymentSerializer(serializers.ModelSerializer):
     invoice_number = serializers.CharField(source="invoice.number", read_only=True, default=None)
+    # A plain string, not an enum: "source" already names the invoice/customer enum in the schema.
+    source = serializers.CharField(
+        read_only=True, help_text="processor (webhook) or manual (recorded by hand)"
+    )
 
     class Meta:
         model = Payment
