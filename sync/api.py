@@ -10,6 +10,7 @@ from rest_framework import generics, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from config.api import ErrorSerializer
 from partners.tenancy import PartnerViewSetMixin
 
 from . import manual
@@ -17,7 +18,6 @@ from .models import ChangeLogEntry, SyncRun
 from .serializers import (
     ChangeSerializer,
     CooldownErrorSerializer,
-    ErrorSerializer,
     ManualSyncStartedSerializer,
     ManualSyncStatusSerializer,
     SyncRunSerializer,

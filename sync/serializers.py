@@ -1,6 +1,8 @@
 from django.urls import reverse
 from rest_framework import serializers
 
+from config.api import ErrorSerializer
+
 from .models import ChangeLogEntry, SyncRun
 
 
@@ -137,11 +139,6 @@ class ManualSyncStatusSerializer(serializers.Serializer):
     current_run = ManualRunSerializer(
         allow_null=True, help_text="The partner's sync in progress (any kind or trigger)."
     )
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
 
 
 class CooldownErrorSerializer(ErrorSerializer):

@@ -123,6 +123,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The run status enum appears in the sync-run and manual-sync components: one name for it.
+    "ENUM_NAME_OVERRIDES": {"SyncRunStatusEnum": "sync.models.SyncRun.Status"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.add_standard_error_responses",
