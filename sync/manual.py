@@ -322,6 +322,21 @@ def plain_error(run: SyncRun) -> str:
     return ""
 
 
+TRIGGER_WORDS = {
+    SyncRun.Trigger.SCHEDULE: "scheduled",
+    SyncRun.Trigger.MANUAL: "manual",
+    SyncRun.Trigger.OPS: "support-started",
+}
+
+
+def describe_run(run: SyncRun) -> str:
+    """ "scheduled unpaid invoices sync", "first sync after connecting"."""
+    if run.trigger == SyncRun.Trigger.CONNECT:
+        return "first sync after connecting"
+    word = TRIGGER_WORDS.get(run.trigger, run.trigger)
+    return f"{word} {run.get_kind_display().lower()} sync"
+
+
 def waiting_for(run: SyncRun) -> SyncRun | None:
     """The other run of the partner that this queued run waits for (it holds the lease)."""
     if run.status != SyncRun.Status.QUEUED:

@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from config.api import ErrorSerializer
 
+from .manual import describe_run, plain_error, waiting_for
 from .models import ChangeLogEntry, SyncRun
 
 
@@ -64,6 +65,7 @@ class ManualRunSerializer(SyncRunSerializer):
     changes = serializers.SerializerMethodField()
     error_text = serializers.SerializerMethodField()
     waiting_for = serializers.SerializerMethodField()
+    description = serializers.SerializerMethodField()
     kind_display = serializers.CharField(source="get_kind_display", read_only=True)
     trigger_display = serializers.CharField(source="get_trigger_display", read_only=True)
     status_display = serializers.CharField(source="get_status_display", read_only=True)
@@ -78,6 +80,7 @@ class ManualRunSerializer(SyncRunSerializer):
             "changes",
             "error_text",
             "waiting_for",
+            "description",
         ]
         read_only_fields = fields
 
@@ -88,15 +91,14 @@ class ManualRunSerializer(SyncRunSerializer):
         return ChangeLogEntry.objects.for_partner(run.partner).filter(run=run).count()
 
     def get_error_text(self, run) -> str:
-        from .manual import plain_error
-
         return plain_error(run)
 
     def get_waiting_for(self, run) -> str | None:
-        from .manual import waiting_for
-
         other = waiting_for(run)
-        return f"{other.get_trigger_display()} {other.get_kind_display()} sync" if other else None
+        return describe_run(other) if other else None
+
+    def get_description(self, run) -> str:
+        return describe_run(run)
 
 
 class ManualSyncStartedSerializer(serializers.Serializer):

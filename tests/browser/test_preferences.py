@@ -117,6 +117,14 @@ def test_fetch_new_data_shows_progress_result_and_disabled_button(
     assert page.is_disabled("#fetch-new_data")
     assert page.inner_text("#note-new_data") == f"available at {local:%H:%M} (in 60 min)"
     assert page.is_enabled("#fetch-unpaid")
+    # The recent-runs table was refreshed in place and lists the run, finished.
+    row = f"#recent-runs tr:has(a[href='/sync-history/{run.pk}/'])"
+    page.wait_for_function(
+        f"(document.querySelector(\"{row}\") || {{textContent: ''}})"
+        ".textContent.includes('Succeeded')"
+    )
+    assert "Manual" in page.inner_text(row)
+    assert page.evaluate("window.__noReload") is True
 
     link.click()
     page.wait_for_selector("#run")

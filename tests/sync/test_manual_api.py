@@ -189,8 +189,9 @@ def test_status_says_what_a_queued_run_waits_for_and_errors_in_plain_words(
     run = manual_sync_start(partner=connected_a, kind="new_data", user=user_a)
     body = api_a.get(STATUS_URL).json()
     assert body["current_run"]["id"] == scheduled.pk
+    assert body["current_run"]["description"] == "scheduled unpaid invoices sync"
     assert body["actions"]["fetch_new_data"]["last_run"]["waiting_for"] == (
-        "Schedule Unpaid invoices sync"
+        "scheduled unpaid invoices sync"
     )
     services.sync_run_fail(run, error_kind="auth:bad_secret", message="HTTP 401 ...")
     last = api_a.get(STATUS_URL).json()["actions"]["fetch_new_data"]["last_run"]
