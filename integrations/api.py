@@ -7,7 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import DomainError
+from config.api import DomainError, ErrorSerializer
 from partners.tenancy import IsPartnerManager, IsPartnerUser
 
 from . import services
@@ -79,11 +79,6 @@ class PreviewSerializer(serializers.Serializer):
     invoices = serializers.IntegerField()
     requests_used = serializers.IntegerField()
     company_types = serializers.DictField(child=serializers.CharField())
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
 
 
 def _validation_to_domain(exc: ValidationError) -> DomainError:
