@@ -5,7 +5,8 @@
 which only shortens the sync lease (`PAYSYNC_TEST_SYNC_LEASE_SECONDS`) before handing over to
 Celery's own command line: with the production lease (5 minutes) a redelivered run waits 5
 minutes before it may take over from its dead worker. Processes are killed by pid only (the
-worker and the children listed in /proc), never by name. Every wait is bounded.
+worker and the children listed in /proc), never by name. Every wait is bounded. Other queues
+and pool sizes: `Worker(env, log, queues="webhooks,writeback,default", concurrency=2)`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ WORKER_ARGS = [
     "-l",
     "INFO",
 ]
+
+
+def worker_args(queues: str = "sync,default", concurrency: int = 1) -> list[str]:
+    args = list(WORKER_ARGS)
+    args[args.index("-Q") + 1] = queues
+    args[args.index("-c") + 1] = str(concurrency)
+    return args
 
 
 def children(pid: int) -> list[int]:
@@ -67,9 +75,18 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.05, what: str = "
 
 
 class Worker:
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        queues: str = "sync,default",
+        concurrency: int = 1,
+    ):
         self.env = env
         self.log_path = log_path
+        self.concurrency = concurrency
+        self.args = worker_args(queues, concurrency)
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -77,7 +94,7 @@ class Worker:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.log_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.sync.worker_harness", *WORKER_ARGS],
+            [sys.executable, "-m", "tests.sync.worker_harness", *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
@@ -108,7 +125,7 @@ class Worker:
 
     def kill_pool_child(self) -> int:
         kids = wait_for(self.pool_children, timeout=10, what="a pool child")
-        assert len(kids) == 1, kids
+        assert len(kids) == self.concurrency, kids
         os.kill(kids[0], signal.SIGKILL)
         return kids[0]
 
