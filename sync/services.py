@@ -236,6 +236,19 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
         except AutotaskError as exc:  # throttled / transient after the client's own retries
             _requeue(run.id, token, engine, exc)
             raise RetryLater(exc.message, countdown=30) from exc
+        except Exception:
+            # A bug of ours: the run says so at once (instead of waiting for the reaper), the
+            # details go to the log, and the manual cooldown is given back (sync/manual.py).
+            log.exception("sync run %s failed with an internal error", run.id)
+            _finish(
+                run.id,
+                token,
+                status=SyncRun.Status.FAILED,
+                error_kind="internal",
+                error_message="An internal error stopped this sync; our team was alerted.",
+                **engine.finish_fields(),
+            )
+            raise
         finally:
             client.close()
 

@@ -210,8 +210,6 @@ def _insert_new(model, rows: list[dict], now: datetime) -> list[tuple[int, int]]
     invoices/s). Missing fields get their defaults, auto_now(_add) fields `now`; fields other
     than plain scalars still go through `get_db_prep_save`. Rows skipped by a conflict are not
     returned (and not counted as created)."""
-    from psycopg2.extras import execute_values
-
     conn = connections[router.db_for_write(model)]
     fields = [f for f in model._meta.concrete_fields if not f.primary_key and not f.generated]
     plain = [type(f) in _PLAIN_FIELDS for f in fields]
@@ -239,6 +237,17 @@ def _insert_new(model, rows: list[dict], now: datetime) -> list[tuple[int, int]]
         f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING "  # noqa: S608 - names from model meta
         f"RETURNING {conn.ops.quote_name('autotask_id')}, {conn.ops.quote_name('id')}"
     )
+    if conn.vendor != "postgresql":
+        # The newcomer's SQLite: same statement, one row at a time (small volumes).
+        one = sql.replace("VALUES %s", "VALUES (" + ", ".join(["%s"] * len(fields)) + ")")
+        out = []
+        with conn.cursor() as cursor:
+            for row_values in values:
+                cursor.execute(one, row_values)
+                out.extend(cursor.fetchall())
+        return out
+    from psycopg2.extras import execute_values
+
     with conn.cursor() as cursor:
         return execute_values(cursor.cursor, sql, values, page_size=1000, fetch=True)
 

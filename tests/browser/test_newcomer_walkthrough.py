@@ -79,6 +79,13 @@ def newcomer_run(tmp_path):
             timeout=240,
             what="bin/run to start",
         )
+        def web_up():
+            try:
+                return requests.get(f"http://127.0.0.1:{web_port}/healthz", timeout=2).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_for(web_up, timeout=60, what="the web process to answer")
         yield {
             "web": f"http://127.0.0.1:{web_port}",
             "sandbox": f"http://127.0.0.1:{sandbox_port}",

@@ -242,3 +242,23 @@ def test_malformed_record_is_skipped_with_reason_rest_goes_on(
     assert not Invoice.objects.filter(autotask_id=bad_id).exists()
     expected = len(sandbox_invoices(autotask_sandbox.db)) - 1
     assert Invoice.objects.filter(partner=partner_a).count() == expected
+
+
+def test_an_internal_error_fails_the_run_at_once_with_a_plain_message(
+    partner_a, connect, run_now, monkeypatch
+):
+    from sync import engine
+
+    conn = connect(partner_a)
+
+    def broken(self, rows):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine.SyncEngine, "_apply_customers", broken)
+    with pytest.raises(RuntimeError):
+        run_now(conn.first_run)
+    run = SyncRun.objects.get(pk=conn.first_run.pk)
+    assert run.status == SyncRun.Status.FAILED
+    assert run.error_kind == "internal"
+    assert "boom" not in run.error_message
+    assert run.finished_at is not None
