@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from partners.admin import partner_link
+
 from .models import Customer
 
 # Rows that mirror Autotask are read-only here: the next sync would overwrite an edit anyway.
@@ -29,7 +31,7 @@ MIRRORED = [
 class CustomerAdmin(admin.ModelAdmin):
     list_display = [
         "name",
-        "partner",
+        "partner_name",
         "source",
         "autotask_id",
         "active",
@@ -40,3 +42,10 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ["name", "number", "partner__name", "=autotask_id"]
     list_select_related = ["partner"]
     readonly_fields = MIRRORED
+
+    @admin.display(description="Partner", ordering="partner__name")
+    def partner_name(self, obj):
+        return partner_link(obj)
+
+    def has_add_permission(self, request):
+        return False  # mirrored from Autotask, or created by partners in the dashboard/API

@@ -1,7 +1,245 @@
+"""The Django admin as the ops console (issue 8).
+
+Who may do what (the "support" group is created by partners/migrations/0002_support_group.py):
+- Only staff reach the admin (Django's AdminSite.has_permission); partner users are sent to
+  the admin login.
+- "support": view permission on every model of our apps and of django-celery-beat, plus
+  `partners.run_ops_actions` for the ops actions. No add/change/delete permission, so money
+  fields and credentials are out of reach and support deletes nothing.
+- Superusers can do everything the admin offers, but no admin page shows a credential: the
+  encrypted fields are never in a form, a list or a change message, and DRF's token admin
+  (which lists API tokens in clear) is not registered.
+
+Every ops action writes an admin LogEntry per object; its message names what was done and its
+outcome, never a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from urllib.parse import urlencode
+
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from rest_framework.authtoken.models import TokenProxy
+
+from config.api import DomainError
+from customers.models import Customer
+from integrations.models import AutotaskConnection
+from invoices.models import Invoice
+from payments.models import WebhookEvent, WritebackOutbox
+from sync.models import SyncRun
 
 from .models import Partner, User
+
+log = logging.getLogger(__name__)
+
+OPS_PERMISSION = "partners.run_ops_actions"
+FAILED_RUNS_WINDOW = timedelta(days=1)
+NEEDS_OPS_WRITEBACK = [WritebackOutbox.State.PARKED, WritebackOutbox.State.FAILED]
+
+# API tokens are credentials: DRF registers an admin that lists their keys in clear.
+if admin.site.is_registered(TokenProxy):
+    admin.site.unregister(TokenProxy)
+
+
+# --- shared by every app's admin --------------------------------------------------------------
+
+
+class OpsActionsMixin:
+    """`@admin.action(permissions=["ops"])` actions: support staff and superusers."""
+
+    def has_ops_permission(self, request) -> bool:
+        return request.user.has_perm(OPS_PERMISSION)
+
+
+def change_url(obj) -> str:
+    opts = obj._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+
+
+def changelist_url(model, **params) -> str:
+    opts = model._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def partner_link(obj) -> str:
+    """The row's partner as a link to the partner's ops page (needs `partner` selected)."""
+    if obj.partner_id is None:
+        return "—"
+    return format_html('<a href="{}">{}</a>', change_url(obj.partner), obj.partner)
+
+
+def run_ops_syncs(model_admin, request, targets, kind: str) -> None:
+    """Start an ops sync (trigger "ops", no cooldown; sync/manual.py `sync_run_ops`) for each
+    (partner, object to log on) pair. The run records who asked (`requested_by`)."""
+    from sync.manual import action_for, sync_run_ops
+
+    title = action_for(kind).title
+    for partner, logged in targets:
+        try:
+            run = sync_run_ops(partner=partner, kind=kind, user=request.user)
+        except DomainError as exc:
+            model_admin.log_change(request, logged, f"{title}: not started ({exc.code}).")
+            model_admin.message_user(request, f"{partner}: {exc.message}", messages.ERROR)
+            continue
+        model_admin.log_change(request, logged, f"{title}: started ops sync run #{run.pk}.")
+        model_admin.message_user(request, f"{partner}: {title} started (run #{run.pk}).")
+
+
+# --- Autotask request budget (Redis) ----------------------------------------------------------
+
+
+def budget_usage(database_cis) -> dict[int, tuple[int, int | None]] | None:
+    """{database ci: (requests in the current window, our budget or None)} read from the
+    Redis limiter in two round trips for the whole page; None when there is no Redis limiter or
+    it cannot be read (the page still renders)."""
+    from integrations.autotask.client import default_limiter
+    from integrations.autotask.limits import RedisLimiter, database_key
+
+    limiter = default_limiter()
+    if not isinstance(limiter, RedisLimiter):
+        return None
+    cis = sorted(set(database_cis))
+    if not cis:
+        return {}
+    try:
+        usage = limiter.usage([database_key(ci=ci, username="") for ci in cis])
+    except Exception:
+        log.warning("admin: Autotask budget usage unavailable", exc_info=True)
+        return None
+    return {ci: usage[database_key(ci=ci, username="")] for ci in cis}
+
+
+def attach_budgets(partners) -> None:
+    partners = list(partners)
+    usage = budget_usage(p.database_ci for p in partners if p.database_ci is not None)
+    for p in partners:
+        p.budget_usage = "unavailable" if usage is None else usage.get(p.database_ci)
+
+
+# --- partners ---------------------------------------------------------------------------------
+
+
+def _count(queryset) -> Coalesce:
+    """A correlated COUNT per partner (one subquery, no N+1 and no join fan-out)."""
+    counted = (
+        queryset.filter(partner=OuterRef("pk"))
+        .order_by()
+        .values("partner")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def _last_run(kind: str, field: str) -> Subquery:
+    # Uses the (partner, -created_at) index of SyncRun.
+    return Subquery(
+        SyncRun.objects.filter(partner=OuterRef("pk"), kind=kind)
+        .order_by("-created_at", "-id")
+        .values(field)[:1]
+    )
+
+
+LISTED_KINDS = [SyncRun.Kind.NEW_DATA, SyncRun.Kind.UNPAID]
+ALL_KINDS = [SyncRun.Kind.INITIAL, SyncRun.Kind.NEW_DATA, SyncRun.Kind.UNPAID, SyncRun.Kind.PDF]
+
+PROBLEMS = (
+    Q(connection_status=AutotaskConnection.Status.NEEDS_ATTENTION)
+    | Q(failed_writebacks__gt=0)
+    | Q(failed_runs_day__gt=0)
+    | Q(parked_events__gt=0)
+)
+
+
+def partner_overview(queryset):
+    """Partners with what ops look at first, in one query."""
+    since = timezone.now() - FAILED_RUNS_WINDOW
+    runs = {}
+    for kind in ALL_KINDS:
+        runs[f"last_{kind}_status"] = _last_run(kind, "status")
+        runs[f"last_{kind}_at"] = _last_run(kind, "created_at")
+        runs[f"last_{kind}_id"] = _last_run(kind, "id")
+    return queryset.annotate(
+        connection_id=F("autotask_connection__id"),
+        connection_status=F("autotask_connection__status"),
+        schedules_paused=F("autotask_connection__schedules_paused"),
+        database_ci=F("autotask_connection__database_ci"),
+        user_count=_count(User.objects.all()),
+        failed_writebacks=_count(WritebackOutbox.objects.filter(state__in=NEEDS_OPS_WRITEBACK)),
+        failed_runs_day=_count(
+            SyncRun.objects.filter(status=SyncRun.Status.FAILED, created_at__gte=since)
+        ),
+        parked_events=_count(WebhookEvent.objects.filter(status=WebhookEvent.Status.PARKED)),
+        **runs,
+    )
+
+
+class HasOpenProblemsFilter(admin.SimpleListFilter):
+    title = "open problems"
+    parameter_name = "problems"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("any", "Has open problems"),
+            ("connection", "Connection needs attention"),
+            ("writeback", "Failed write-backs"),
+            ("runs", "Runs failed in the last day"),
+            ("events", "Parked payment events"),
+            ("none", "No open problems"),
+        ]
+
+    def queryset(self, request, queryset):
+        match self.value():
+            case "any":
+                return queryset.filter(PROBLEMS)
+            case "connection":
+                return queryset.filter(connection_status=AutotaskConnection.Status.NEEDS_ATTENTION)
+            case "writeback":
+                return queryset.filter(failed_writebacks__gt=0)
+            case "runs":
+                return queryset.filter(failed_runs_day__gt=0)
+            case "events":
+                return queryset.filter(parked_events__gt=0)
+            case "none":
+                return queryset.exclude(PROBLEMS)
+        return queryset
+
+
+class ConnectionStatusFilter(admin.SimpleListFilter):
+    title = "Autotask connection"
+    parameter_name = "connection"
+
+    def lookups(self, request, model_admin):
+        return [*AutotaskConnection.Status.choices, ("none", "Never connected")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(connection_id__isnull=True)
+        if self.value():
+            return queryset.filter(connection_status=self.value())
+        return queryset
+
+
+class SchedulesPausedFilter(admin.SimpleListFilter):
+    title = "schedules"
+    parameter_name = "paused"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Paused"), ("no", "Running")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(schedules_paused=self.value() == "yes")
+        return queryset
 
 
 class UserInline(admin.TabularInline):
@@ -12,44 +250,192 @@ class UserInline(admin.TabularInline):
     show_change_link = True
 
 
+def _ago(when) -> str:
+    if when is None:
+        return ""
+    seconds = max(0, int((timezone.now() - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return "just now"
+
+
 @admin.register(Partner)
-class PartnerAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "primary_integration", "created_at"]
+class PartnerAdmin(OpsActionsMixin, admin.ModelAdmin):
+    list_display = [
+        "name",
+        "users",
+        "connection",
+        "last_new_data",
+        "last_unpaid",
+        "autotask_requests",
+        "open_problems",
+    ]
     search_fields = ["name", "slug"]
-    list_filter = ["primary_integration"]
+    search_help_text = (
+        "Partner name, or an Autotask company/invoice id, or an invoice number of the partner."
+    )
+    list_filter = [
+        HasOpenProblemsFilter,
+        ConnectionStatusFilter,
+        SchedulesPausedFilter,
+        "primary_integration",
+    ]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [UserInline]
     actions = ["run_fetch_new_data_now", "run_fetch_unpaid_invoices_now"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "primary_integration", "time_zone"]}),
+        (
+            "Operations",
+            {
+                "fields": [
+                    "connection",
+                    "last_syncs",
+                    "autotask_requests",
+                    "open_problems",
+                    "created_at",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = ["connection", "last_syncs", "autotask_requests", "open_problems"]
 
-    @admin.action(description="Run Fetch New Data now", permissions=["change"])
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "created_at"] if obj else self.readonly_fields
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:  # adding: nothing to show yet
+            return [(None, {"fields": ["name", "slug", "primary_integration", "time_zone"]})]
+        return self.fieldsets
+
+    def get_queryset(self, request):
+        return partner_overview(super().get_queryset(request))
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        # Evaluates the page's queryset once; the template iterates the same cached objects.
+        attach_budgets(changelist.result_list)
+        return changelist
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            attach_budgets([obj])
+        return obj
+
+    def get_search_results(self, request, queryset, search_term):
+        """Name/slug as usual, plus partners owning a customer or invoice with that Autotask id
+        or an invoice with that number."""
+        matched, may_have_duplicates = super().get_search_results(
+            request, Partner.objects.all(), search_term
+        )
+        term = search_term.strip()
+        if not term:
+            return queryset, may_have_duplicates
+        owners = Q(pk__in=matched.values("pk"))
+        owners |= Q(
+            pk__in=Invoice.objects.filter(Q(number=term) | Q(autotask_invoice_number=term)).values(
+                "partner_id"
+            )
+        )
+        if term.isdigit() and len(term) < 19:  # fits a bigint
+            at_id = int(term)
+            owners |= Q(pk__in=Invoice.objects.filter(autotask_id=at_id).values("partner_id"))
+            owners |= Q(pk__in=Customer.objects.filter(autotask_id=at_id).values("partner_id"))
+        return queryset.filter(owners), False
+
+    # --- columns ---
+
+    @admin.display(description="Users", ordering="user_count")
+    def users(self, obj):
+        url = changelist_url(User, partner__id__exact=obj.pk)
+        return format_html('<a href="{}">{}</a>', url, obj.user_count)
+
+    @admin.display(description="Autotask", ordering="connection_status")
+    def connection(self, obj):
+        if obj.connection_id is None:
+            return "not connected"
+        label = AutotaskConnection.Status(obj.connection_status).label
+        if obj.schedules_paused:
+            label += " (schedules paused)"
+        url = reverse("admin:integrations_autotaskconnection_change", args=[obj.connection_id])
+        return format_html('<a href="{}">{}</a>', url, label)
+
+    def _last(self, obj, kind):
+        status = getattr(obj, f"last_{kind}_status")
+        if status is None:
+            return "never"
+        url = reverse("admin:sync_syncrun_change", args=[getattr(obj, f"last_{kind}_id")])
+        when = getattr(obj, f"last_{kind}_at")
+        return format_html(
+            '<a href="{}">{}</a> {}', url, SyncRun.Status(status).label.lower(), _ago(when)
+        )
+
+    @admin.display(description="Last new data", ordering="last_new_data_at")
+    def last_new_data(self, obj):
+        return self._last(obj, SyncRun.Kind.NEW_DATA)
+
+    @admin.display(description="Last unpaid", ordering="last_unpaid_at")
+    def last_unpaid(self, obj):
+        return self._last(obj, SyncRun.Kind.UNPAID)
+
+    @admin.display(description="Last syncs")
+    def last_syncs(self, obj):
+        rows = [(SyncRun.Kind(kind).label, self._last(obj, kind)) for kind in ALL_KINDS]
+        return format_html_join("", "<div>{}: {}</div>", rows)
+
+    @admin.display(description="Autotask requests this hour / budget")
+    def autotask_requests(self, obj):
+        usage = getattr(obj, "budget_usage", None)
+        if obj.database_ci is None:
+            return "—"
+        if usage == "unavailable":
+            return "unavailable"
+        used, limit = usage or (0, None)
+        if limit is None:
+            return f"{used:,} / unknown (read at the next request)"
+        share = f" ({used * 100 // limit}%)" if limit else ""
+        return f"{used:,} / {limit:,}{share}"
+
+    @admin.display(description="Open problems")
+    def open_problems(self, obj):
+        problems = []
+        if obj.connection_status == AutotaskConnection.Status.NEEDS_ATTENTION:
+            url = reverse("admin:integrations_autotaskconnection_change", args=[obj.connection_id])
+            problems.append((url, "connection needs attention"))
+        if obj.failed_writebacks:
+            url = changelist_url(WritebackOutbox, partner__id__exact=obj.pk, needs_ops="yes")
+            problems.append((url, f"{obj.failed_writebacks} failed write-back(s)"))
+        if obj.failed_runs_day:
+            url = changelist_url(
+                SyncRun, partner__id__exact=obj.pk, status__exact="failed", since="day"
+            )
+            problems.append((url, f"{obj.failed_runs_day} failed run(s) in the last day"))
+        if obj.parked_events:
+            url = changelist_url(WebhookEvent, partner__id__exact=obj.pk, status__exact="parked")
+            problems.append((url, f"{obj.parked_events} parked payment event(s)"))
+        if not problems:
+            return "—"
+        return format_html_join("", '<div><a href="{}">{}</a></div>', problems)
+
+    # --- actions ---
+
+    @admin.action(description="Run Fetch New Data now", permissions=["ops"])
     def run_fetch_new_data_now(self, request, queryset):
-        self._run_sync_now(request, queryset, "new_data")
+        run_ops_syncs(self, request, [(p, p) for p in queryset], SyncRun.Kind.NEW_DATA)
 
-    @admin.action(description="Run Fetch Unpaid Invoices now", permissions=["change"])
+    @admin.action(description="Run Fetch Unpaid Invoices now", permissions=["ops"])
     def run_fetch_unpaid_invoices_now(self, request, queryset):
-        self._run_sync_now(request, queryset, "unpaid")
-
-    def _run_sync_now(self, request, queryset, kind):
-        """Ops runs (trigger "ops"): no cooldown checked or changed (sync/manual.py)."""
-        from config.api import DomainError
-        from sync.manual import action_for, sync_run_ops
-
-        title = action_for(kind).title
-        for partner in queryset:
-            try:
-                run = sync_run_ops(partner=partner, kind=kind, user=request.user)
-            except DomainError as exc:
-                self.message_user(request, f"{partner}: {exc.message}", messages.ERROR)
-                continue
-            self.log_change(request, partner, f"{title}: started ops sync run #{run.pk}.")
-            self.message_user(request, f"{partner}: {title} started (run #{run.pk}).")
+        run_ops_syncs(self, request, [(p, p) for p in queryset], SyncRun.Kind.UNPAID)
 
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     list_display = ["username", "email", "partner", "role", "is_staff", "is_active"]
-    list_filter = ["is_staff", "is_active", "role", "partner"]
+    list_filter = ["is_staff", "is_active", "role", "groups"]
     list_select_related = ["partner"]
+    search_fields = [*BaseUserAdmin.search_fields, "partner__name"]
     fieldsets = [
         *BaseUserAdmin.fieldsets,
         ("Partner", {"fields": ["partner", "role"]}),

@@ -23,6 +23,8 @@ class Partner(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # Held by the "support" group (partners/migrations/0002): ops actions in the admin.
+        permissions = [("run_ops_actions", "Can run ops actions")]
 
     def __str__(self):
         return self.name

@@ -1,7 +1,11 @@
-"""Ops views of payments: parked webhook events, the write-back outbox (retry/cancel) and its
-attempts. Read-only; secrets are never shown (the settings admin lists no secret field)."""
+"""Ops views of payments: webhook deliveries (reprocess), the write-back outbox (retry/cancel)
+and its attempts. Read-only for everyone (money is changed only by the payment services);
+secrets are never shown (the settings admin lists no secret field)."""
 
 from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from partners.admin import OpsActionsMixin, change_url, partner_link
 
 from . import services, writeback
 from .models import Payment, PaymentSettings, WebhookEvent, WritebackAttempt, WritebackOutbox
@@ -17,10 +21,22 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="Partner", ordering="partner__name")
+    def partner_name(self, obj):
+        return partner_link(obj)
+
 
 @admin.register(PaymentSettings)
 class PaymentSettingsAdmin(ReadOnlyAdmin):
-    list_display = ["partner", "endpoint_id", "allow_overpayment", "rejected_count", "rotated_at"]
+    list_display = [
+        "partner_name",
+        "endpoint_id",
+        "allow_overpayment",
+        "rejected_count",
+        "last_rejected_at",
+        "rotated_at",
+    ]
+    # No secret field, ever: the whsec_ secrets are shown once to the partner, never here.
     fields = [
         "partner",
         "endpoint_id",
@@ -30,42 +46,110 @@ class PaymentSettingsAdmin(ReadOnlyAdmin):
         "rejected_count",
         "last_rejected_at",
         "last_rejected_reason",
+        "created_at",
     ]
-    search_fields = ["partner__name", "endpoint_id"]
+    search_fields = ["partner__name", "=endpoint_id"]
+    list_select_related = ["partner"]
 
 
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
-        "partner",
+        "partner_name",
         "invoice",
         "amount",
+        "currency",
         "method",
         "source",
         "status",
         "received_at",
     ]
     list_filter = ["status", "source", "method"]
-    search_fields = ["processor_payment_id", "partner__name", "invoice__number"]
+    search_fields = ["=processor_payment_id", "partner__name", "invoice__number"]
     list_select_related = ["partner", "invoice"]
+    date_hierarchy = "received_at"
+
+
+class ParkedOrFailedFilter(admin.SimpleListFilter):
+    title = "needs ops"
+    parameter_name = "needs_ops"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Parked or failed")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(
+                state__in=[WritebackOutbox.State.PARKED, WritebackOutbox.State.FAILED]
+            )
+        return queryset
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyAdmin):
-    list_display = ["event_id", "partner", "event_type", "status", "reason", "received_at"]
+class WebhookEventAdmin(OpsActionsMixin, ReadOnlyAdmin):
+    list_display = [
+        "event_id",
+        "partner_name",
+        "event_type",
+        "status",
+        "reason",
+        "attempts",
+        "received_at",
+        "processed_at",
+    ]
     list_filter = ["status", "reason", "event_type"]
-    search_fields = ["event_id", "processor_payment_id", "partner__name"]
+    search_fields = ["=event_id", "=processor_payment_id", "partner__name"]
     list_select_related = ["partner"]
+    date_hierarchy = "received_at"
+    fields = [
+        "partner",
+        "signature",
+        "event_id",
+        "event_type",
+        "processor_payment_id",
+        "signed_at",
+        "received_at",
+        "status",
+        "reason",
+        "detail",
+        "attempts",
+        "processed_at",
+        "payment_link",
+        "body",
+    ]
+    readonly_fields = ["signature", "payment_link"]
     actions = ["reprocess"]
 
-    @admin.action(description="Process again now (parked or received events)")
+    @admin.display(description="Signature")
+    def signature(self, obj):
+        # Only deliveries whose signature verified are stored; rejected ones are counted on
+        # the partner's payment settings (rejected count, last reason).
+        return "verified (Standard Webhooks)"
+
+    @admin.display(description="Payment")
+    def payment_link(self, obj):
+        if obj.payment_id is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', change_url(obj.payment), obj.payment)
+
+    @admin.action(description="Process again now (parked or received events)", permissions=["ops"])
     def reprocess(self, request, queryset):
-        done = 0
-        for event in queryset.filter(status__in=["parked", "received"]).select_related("partner"):
-            services.webhook_event_process(partner=event.partner, event_id=event.pk)
+        done = skipped = 0
+        for event in queryset.select_related("partner"):
+            if event.status not in (WebhookEvent.Status.PARKED, WebhookEvent.Status.RECEIVED):
+                skipped += 1
+                continue
+            before = event.status
+            result = services.webhook_event_process(partner=event.partner, event_id=event.pk)
+            outcome = result.status if result is not None else "gone"
+            reason = f" ({result.reason})" if result is not None and result.reason else ""
+            self.log_change(request, event, f"Reprocessed: {before} → {outcome}{reason}.")
             done += 1
-        messages.info(request, f"{done} event(s) processed again.")
+        text = f"{done} event(s) processed again."
+        if skipped:
+            text += f" {skipped} skipped (only parked or received events are processed)."
+        self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
 
 
 class AttemptInline(admin.TabularInline):
@@ -74,6 +158,7 @@ class AttemptInline(admin.TabularInline):
     can_delete = False
     fields = [
         "started_at",
+        "finished_at",
         "version",
         "paid_date",
         "outcome",
@@ -86,12 +171,15 @@ class AttemptInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(WritebackOutbox)
-class WritebackOutboxAdmin(ReadOnlyAdmin):
+class WritebackOutboxAdmin(OpsActionsMixin, ReadOnlyAdmin):
     list_display = [
         "invoice",
-        "partner",
+        "partner_name",
         "state",
         "desired_paid_date",
         "autotask_paid_date",
@@ -99,19 +187,28 @@ class WritebackOutboxAdmin(ReadOnlyAdmin):
         "attempts",
         "next_attempt_at",
         "last_error_kind",
+        "updated_at",
     ]
-    list_filter = ["state", "last_error_kind"]
-    search_fields = ["invoice__number", "partner__name"]
+    list_filter = [ParkedOrFailedFilter, "state", "last_error_kind"]
+    search_fields = ["invoice__number", "=invoice__autotask_id", "partner__name"]
     list_select_related = ["invoice", "partner"]
     inlines = [AttemptInline]
     actions = ["retry", "cancel"]
 
-    @admin.action(description="Retry now (parked, failed or cancelled rows)")
+    @admin.action(description="Retry now (parked, failed or cancelled rows)", permissions=["ops"])
     def retry(self, request, queryset):
-        n = sum(writeback.writeback_retry(outbox=o) for o in queryset)
-        messages.info(request, f"{n} row(s) queued again.")
+        n = 0
+        for outbox in queryset:
+            if writeback.writeback_retry(outbox=outbox):
+                n += 1
+                self.log_change(request, outbox, "Write-back retried (queued again).")
+        self.message_user(request, f"{n} row(s) queued again.")
 
-    @admin.action(description="Cancel (stop sending)")
+    @admin.action(description="Cancel (stop sending)", permissions=["ops"])
     def cancel(self, request, queryset):
-        n = sum(writeback.writeback_cancel(outbox=o) for o in queryset)
-        messages.info(request, f"{n} row(s) cancelled.")
+        n = 0
+        for outbox in queryset:
+            if writeback.writeback_cancel(outbox=outbox):
+                n += 1
+                self.log_change(request, outbox, "Write-back cancelled.")
+        self.message_user(request, f"{n} row(s) cancelled.")

@@ -234,6 +234,28 @@ class RedisLimiter:
             resume_at=resume_at,
         )
 
+    def usage(self, db_keys: list[str]) -> dict[str, tuple[int, int | None]]:
+        """Read-only, for ops: {db_key: (requests counted in the current window, our budget or
+        None when the threshold is not cached)}. Two round trips whatever the number of keys."""
+        minute = int(self.clock() // 60)
+        pipe = self.redis.pipeline(transaction=False)
+        for db_key in db_keys:
+            pipe.get(self._window_key(db_key))
+            pipe.get(self._limit_key(db_key))
+        answers = pipe.execute()
+        limits = {}
+        for i, db_key in enumerate(db_keys):
+            window, limit = answers[2 * i], answers[2 * i + 1]
+            window = int(window or 60)
+            keys = [self._key(db_key, "budget", "m", str(minute - j)) for j in range(window)]
+            pipe.mget(keys)
+            limits[db_key] = None if limit is None else int(limit)
+        counts = pipe.execute()
+        return {
+            db_key: (sum(int(c) for c in buckets if c), limits[db_key])
+            for db_key, buckets in zip(db_keys, counts, strict=True)
+        }
+
     # --- concurrency -------------------------------------------------------------------------
 
     def in_flight(self, db_key: str, endpoint: str) -> int:
