@@ -1,57 +1,139 @@
-"""Every admin page renders for a superuser, and no page shows a stored credential (SE-5)."""
+"""Every admin page renders, and no page shows a stored credential (SE-5): every changelist,
+every change page of every registered model (each has an object here), every history page and
+the index with its recent actions, for a superuser and for a support user, after ops actions
+and a form edit have written admin log entries."""
 
 import pytest
+from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.models import LogEntry
 from django.urls import reverse
+from django.utils import timezone
+from django_celery_beat.models import ClockedSchedule, CrontabSchedule, SolarSchedule
+from rest_framework.authtoken.models import Token
 
-from partners.models import User
+from integrations.models import AutotaskConnection
+from sync.models import ChangeLogEntry
 
 pytestmark = pytest.mark.django_db
 
 
+def admin_urls(model, obj):
+    prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+    yield reverse(f"{prefix}_changelist")
+    yield reverse(f"{prefix}_change", args=[obj.pk])
+    yield reverse(f"{prefix}_history", args=[obj.pk])
+
+
 @pytest.fixture
-def superuser(db):
-    return User.objects.create_superuser("root-ops", "ops@paysync.test", "pw-ops-1")
-
-
-def admin_urls(obj_by_model):
-    for model in admin.site._registry:
-        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
-        yield reverse(f"{prefix}_changelist")
-        obj = obj_by_model.get(model)
-        if obj is not None:
-            yield reverse(f"{prefix}_change", args=[obj.pk])
-
-
-def test_no_admin_page_shows_credentials(
-    client, superuser, partner_a, connect, run_now, autotask_sandbox
+def every_model_has_an_object(
+    connected, parked_writeback, parked_event, failed_run, support_user, superuser, user_a
 ):
-    conn = connect(partner_a)
-    run = run_now(conn.first_run)
-    from customers.models import Customer
-    from integrations.models import AutotaskConnection
-    from invoices.models import Invoice
-    from sync.models import SyncRun
+    ClockedSchedule.objects.create(clocked_time=timezone.now())
+    CrontabSchedule.objects.get_or_create(minute="0", hour="3")
+    SolarSchedule.objects.create(event="sunrise", latitude="48.1", longitude="11.5")
+    if not ChangeLogEntry.objects.exists():
+        ChangeLogEntry.objects.create(
+            partner=connected.partner,
+            run=failed_run,
+            record_type="invoice",
+            record_id=1,
+            field="total",
+            old_value="1.00",
+            new_value="2.00",
+        )
+    objects = {}
+    for model in admin.site._registry:
+        objects[model] = model._default_manager.order_by("pk").first()
+        assert objects[model] is not None, f"no {model.__name__} to show"
+    return objects
 
-    objects = {
-        AutotaskConnection: conn,
-        SyncRun: run,
-        Invoice: Invoice.objects.first(),
-        Customer: Customer.objects.first(),
-        type(partner_a): partner_a,
-    }
-    client.force_login(superuser)
+
+def secrets_of(conn, autotask_sandbox, endpoint, token):
+    settings_obj, webhook_secret = endpoint
+    settings_obj.refresh_from_db()
     db = autotask_sandbox.db
-    pages = 0
-    for url in admin_urls(objects):
+    return [
+        db.secret,
+        db.username,
+        conn.secret.stored,  # not even the ciphertext
+        conn.username.stored,
+        webhook_secret,
+        settings_obj.secret.stored,
+        token.key,
+        *settings.FIELD_ENCRYPTION_KEYS,
+    ]
+
+
+def write_log_entries(client, superuser, support_user, conn):
+    """A form edit of the connection by a superuser and ops actions by support."""
+    client.force_login(superuser)
+    url = reverse("admin:integrations_autotaskconnection_change", args=[conn.pk])
+    assert client.post(url, {"schedules_paused": "on"}).status_code == 302
+    client.force_login(support_user)
+    changelist = reverse("admin:integrations_autotaskconnection_changelist")
+    for action in ("test_connection", "resume_schedules"):
+        response = client.post(changelist, {"action": action, "_selected_action": [conn.pk]})
+        assert response.status_code == 302
+
+
+@pytest.mark.parametrize("who", ["superuser", "support_user"])
+def test_no_admin_page_shows_credentials(
+    request, client, who, every_model_has_an_object, connected, autotask_sandbox, endpoint, user_a
+):
+    token = Token.objects.create(user=user_a)
+    conn = AutotaskConnection.objects.get(pk=connected.pk)
+    write_log_entries(
+        client, request.getfixturevalue("superuser"), request.getfixturevalue("support_user"), conn
+    )
+    assert LogEntry.objects.count() >= 3
+    secrets = secrets_of(conn, autotask_sandbox, endpoint, token)
+    for entry in LogEntry.objects.all():
+        for secret in secrets:
+            assert secret not in entry.change_message
+            assert secret not in entry.object_repr
+
+    user = request.getfixturevalue(who)
+    client.force_login(user)
+    urls = [reverse("admin:index")]
+    for model, obj in every_model_has_an_object.items():
+        urls.extend(admin_urls(model, obj))
+    for url in urls:
         response = client.get(url)
-        assert response.status_code == 200, (url, response.status_code)
+        # Support sees every model of our apps and of django-celery-beat, not auth's groups.
+        hidden = who == "support_user" and url.startswith("/admin/auth/group/")
+        assert response.status_code == (403 if hidden else 200), (url, response.status_code)
         html = response.content.decode()
-        assert db.secret not in html, url
-        assert db.username not in html, url
-        assert "v1:" + conn.secret.key_id not in html, url  # not even the ciphertext
-        pages += 1
-    assert pages >= 10
+        for secret in secrets:
+            assert secret not in html, url
+    assert len(urls) == 1 + 3 * len(admin.site._registry)
+    assert len(admin.site._registry) >= 19
+
+
+def test_connection_form_has_no_credential_field(client, superuser, connected):
+    client.force_login(superuser)
+    url = reverse("admin:integrations_autotaskconnection_change", args=[connected.pk])
+    form = client.get(url).context["adminform"].form
+    assert "username" not in form.fields
+    assert "secret" not in form.fields
+    assert list(form.fields) == ["schedules_paused"]
+    html = client.get(url).content.decode()
+    assert "••••" + connected.username_last4 in html
+
+
+def test_api_tokens_are_not_in_the_admin(client, superuser, user_a):
+    token = Token.objects.create(user=user_a)
+    client.force_login(superuser)
+    assert all(m._meta.app_label != "authtoken" for m in admin.site._registry)
+    assert token.key not in client.get(reverse("admin:index")).content.decode()
+
+
+def test_payment_settings_admin_lists_no_secret_field(client, superuser, endpoint):
+    settings_obj, _ = endpoint
+    client.force_login(superuser)
+    url = reverse("admin:payments_paymentsettings_change", args=[settings_obj.pk])
+    fields = client.get(url).context["adminform"].form.fields
+    assert "secret" not in fields and "previous_secret" not in fields
 
 
 def test_partner_user_cannot_reach_admin(client, user_a):
