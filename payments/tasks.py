@@ -8,7 +8,7 @@ from celery import shared_task
 from partners.tenancy import PartnerTask
 
 from . import services
-from .writeback import send, sweep  # noqa: F401  (registered under payments.writeback.*)
+from .writeback import max_countdown, send, sweep  # noqa: F401  (send, sweep: registered here)
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,9 @@ def process_webhook_event(self, partner, event_id):
         event = services.webhook_event_process(partner=partner, event_id=event_id)
     except Exception as exc:  # a database hiccup: the event row is still "received"
         log.exception("webhook event %s: processing failed, will retry", event_id)
-        raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries)) from exc
+        # Countdowns stay under half the broker's visibility timeout (RELIABILITY §2, CQ-1).
+        countdown = min(60, 2**self.request.retries, max_countdown())
+        raise self.retry(exc=exc, countdown=countdown) from exc
     return event.status if event else None
 
 

@@ -384,8 +384,10 @@ def writeback_drain(*, partner, max_rounds: int = 10, client_factory=None) -> li
 def send(self, partner, outbox_id):
     result = writeback_send(partner=partner, outbox_id=outbox_id)
     if result.retry_in is not None and result.retry_in <= max_countdown():
-        # A little past the due time so the claim finds the row due.
-        send.apply_async((partner.id, outbox_id), countdown=result.retry_in + 0.5)
+        # A little past the due time so the claim finds the row due, but never past half the
+        # visibility timeout (a message arriving a moment early answers "not_due" and re-arms).
+        countdown = min(result.retry_in + 0.5, max_countdown())
+        send.apply_async((partner.id, outbox_id), countdown=countdown)
     return result.outcome
 
 

@@ -410,9 +410,7 @@ def assert_exactly_once(partner, result, *, exact_202: bool):
     assert sum(per_invoice.values()) == len(fully)
 
 
-def test_wh4_storm_of_duplicated_webhooks_makes_each_payment_once(
-    partner_a, storm_env, processes
-):
+def test_wh4_storm_of_duplicated_webhooks_makes_each_payment_once(partner_a, storm_env, processes):
     result = storm(partner_a, storm_env, processes)
     assert_exactly_once(partner_a, result, exact_202=True)
     assert result["retried"] == 0
