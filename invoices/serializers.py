@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from customers.models import Customer
 
-from .models import Invoice
+from .models import Invoice, InvoiceStatus
 
 
 class CustomerRefSerializer(serializers.ModelSerializer):
@@ -15,6 +15,10 @@ class CustomerRefSerializer(serializers.ModelSerializer):
 class InvoiceSerializer(serializers.ModelSerializer):
     customer = CustomerRefSerializer(read_only=True)
     pdf_url = serializers.HyperlinkedIdentityField(view_name="api:invoice-pdf")
+    # Generated columns: declared so they serialise like the other amounts ("12.30", a string)
+    # and are typed in the schema, whatever the database driver returns.
+    outstanding = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
+    status = serializers.ChoiceField(choices=InvoiceStatus.choices, read_only=True)
 
     class Meta:
         model = Invoice

@@ -181,7 +181,7 @@ def test_newcomer_walkthrough(newcomer_run, browser):
             f"{sandbox}/_sandbox/databases/{db_user}/invoices/{invoice['autotask_id']}",
             timeout=5,
         )
-        return r.ok and r.json().get("paidDate")
+        return r.ok and r.json()["item"].get("paidDate")
 
     assert wait_for(paid_in_autotask, timeout=60, what="paidDate in the sandbox")
     detail = page.request.get(f"/api/v1/invoices/{invoice['id']}/").json()

@@ -85,3 +85,10 @@ def test_pdf_run_prefetches_open_invoices(partner_a, synced_a, run_now, autotask
     assert len(pdf_requests(autotask_sandbox.db)) == open_count
     stored = Invoice.objects.filter(partner=partner_a, status="open").exclude(pdf="")
     assert stored.count() == open_count
+
+
+def test_api_amounts_are_decimal_strings(api_a, synced_a):
+    data = api_a.get(reverse("api:invoice-detail", args=[synced_a.pk])).json()
+    assert isinstance(data["outstanding"], str) and isinstance(data["total"], str)
+    assert data["outstanding"] == data["total"]  # open, nothing paid yet
+    assert data["status"] == "open"
