@@ -210,7 +210,14 @@ class HasOpenProblemsFilter(admin.SimpleListFilter):
             case "events":
                 return queryset.filter(parked_events__gt=0)
             case "none":
-                return queryset.exclude(PROBLEMS)
+                # Spelled out: NOT (status = 'needs_attention') is NULL without a connection.
+                return queryset.filter(
+                    Q(connection_status__isnull=True)
+                    | ~Q(connection_status=AutotaskConnection.Status.NEEDS_ATTENTION),
+                    failed_writebacks=0,
+                    failed_runs_day=0,
+                    parked_events=0,
+                )
         return queryset
 
 
