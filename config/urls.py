@@ -13,7 +13,7 @@ from integrations.views import IntegrationsView
 from invoices import api as invoices_api
 from invoices.views import CustomerListView
 from partners import api as partner_api
-from partners.views import DashboardHomeView, PlaceholderPageView
+from partners.views import DashboardHomeView
 from payments import api as payments_api
 from payments import views as payments_views
 from sync import api as sync_api
@@ -64,10 +64,6 @@ api_v1 = [
     ),
     path("", include(router.urls)),
 ]
-
-
-def _page(route, name, title):
-    return path(route, PlaceholderPageView.as_view(nav=name, title=title), name=name)
 
 
 dashboard = [

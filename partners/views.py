@@ -25,9 +25,3 @@ class DashboardHomeView(PartnerPageView):
         ctx = super().get_context_data(**kwargs)
         ctx["team"] = self.get_partner_queryset(User).order_by("username")
         return ctx
-
-
-class PlaceholderPageView(PartnerPageView):
-    """A navigation entry whose page a later piece of work fills."""
-
-    template_name = "dashboard/placeholder.html"
