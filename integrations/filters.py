@@ -22,7 +22,8 @@ DEFAULT_COMPANY_TYPES = {
 }
 MAX_IDS = 400  # one Autotask `in` condition (ids are batched ≤ 400, API.md §3.2)
 
-KEYS = {
+# Every filter, in the order the Connect form shows them.
+FILTER_KEYS = (
     "company_types",
     "include_company_ids",
     "exclude_company_ids",
@@ -31,7 +32,8 @@ KEYS = {
     "min_total",
     "payment_terms",
     "include_voided",
-}
+)
+KEYS = frozenset(FILTER_KEYS)
 
 
 def _int_list(key, value, errors, *, allowed=None):

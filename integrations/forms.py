@@ -1,19 +1,10 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .filters import DEFAULT_COMPANY_TYPES, validate_filters
+from .filters import DEFAULT_COMPANY_TYPES, FILTER_KEYS, validate_filters
 from .models import AutotaskConnection
 
-FILTER_FIELDS = [
-    "company_types",
-    "include_company_ids",
-    "exclude_company_ids",
-    "active_only",
-    "invoices_from",
-    "min_total",
-    "payment_terms",
-    "include_voided",
-]
+FILTER_FIELDS = FILTER_KEYS
 
 
 class AutotaskConnectForm(forms.Form):
