@@ -234,7 +234,8 @@ def _insert_new(model, rows: list[dict], now: datetime) -> list[tuple[int, int]]
     table = conn.ops.quote_name(model._meta.db_table)
     columns = ", ".join(conn.ops.quote_name(f.column) for f in fields)
     sql = (
-        f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING "  # noqa: S608 - names from model meta
+        # Table and column names come from model meta, values are parameters.
+        f"INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT DO NOTHING "  # noqa: S608 # nosec B608
         f"RETURNING {conn.ops.quote_name('autotask_id')}, {conn.ops.quote_name('id')}"
     )
     if conn.vendor != "postgresql":
