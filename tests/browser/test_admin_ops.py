@@ -5,6 +5,7 @@ this test only), and Autotask (the sandbox) has the paidDate."""
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from config.celery import app as celery_app
 from invoices.models import Invoice
@@ -61,32 +62,31 @@ def test_ops_user_retries_a_failed_writeback(
     page.fill("#id_username", ops.username)
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
-    page.wait_for_load_state()
-    assert page.url.endswith("/admin/")
+    page.wait_for_url("**/admin/")
 
     # The partner list, filtered to partners with open problems.
     page.click("#content-main a[href='/admin/partners/partner/']")
     page.click("#changelist-filter >> text=Has open problems")
+    page.wait_for_url("**/admin/partners/partner/?problems=any")
     rows = page.locator("#result_list tbody tr")
-    assert rows.count() == 1
+    expect(rows).to_have_count(1)
     row = rows.first
     assert "Alpha IT" in row.inner_text()
     assert "connection needs attention" in row.inner_text()
 
     # Its failed write-back, then "Retry now" on it.
     row.locator("text=1 failed write-back(s)").click()
-    page.wait_for_load_state()
+    page.wait_for_url("**/admin/payments/writebackoutbox/?*")
     outbox_rows = page.locator("#result_list tbody tr")
-    assert outbox_rows.count() == 1
+    expect(outbox_rows).to_have_count(1)
     assert "Parked (needs attention)" in outbox_rows.first.inner_text()
     assert "auth:permission" in outbox_rows.first.inner_text()
     outbox_rows.first.locator("input[name=_selected_action]").check()
     page.select_option("select[name=action]", "retry")
     page.click("button[name=index]")
-    page.wait_for_load_state()
-    assert "1 row(s) queued again." in page.locator(".messagelist").inner_text()
+    expect(page.locator(".messagelist")).to_contain_text("1 row(s) queued again.")
     # Sent in the retry's request: the row no longer needs ops.
-    assert page.locator("#result_list tbody tr").count() == 0
+    expect(page.locator("#result_list tbody tr")).to_have_count(0)
 
     # The row's page shows it done, with the successful attempt after the refused one.
     page.goto(f"/admin/payments/writebackoutbox/{failed_writeback.pk}/change/")
