@@ -161,10 +161,11 @@ PROBLEMS = (
 
 
 def partner_overview(queryset):
-    """Partners with what ops look at first, in one query."""
+    """Partners with what ops look at first, in one query (the list's columns; the change
+    page reads the other kinds' last runs itself)."""
     since = timezone.now() - FAILED_RUNS_WINDOW
     runs = {}
-    for kind in ALL_KINDS:
+    for kind in LISTED_KINDS:
         runs[f"last_{kind}_status"] = _last_run(kind, "status")
         runs[f"last_{kind}_at"] = _last_run(kind, "created_at")
         runs[f"last_{kind}_id"] = _last_run(kind, "id")
@@ -370,11 +371,16 @@ class PartnerAdmin(OpsActionsMixin, admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', url, label)
 
     def _last(self, obj, kind):
-        status = getattr(obj, f"last_{kind}_status")
+        if hasattr(obj, f"last_{kind}_status"):
+            status = getattr(obj, f"last_{kind}_status")
+            run_id, when = getattr(obj, f"last_{kind}_id"), getattr(obj, f"last_{kind}_at")
+        else:  # one partner's change page: a direct query
+            last = SyncRun.objects.filter(partner=obj, kind=kind).order_by("-created_at", "-id")
+            found = last.values_list("status", "id", "created_at").first()
+            status, run_id, when = found or (None, None, None)
         if status is None:
             return "never"
-        url = reverse("admin:sync_syncrun_change", args=[getattr(obj, f"last_{kind}_id")])
-        when = getattr(obj, f"last_{kind}_at")
+        url = reverse("admin:sync_syncrun_change", args=[run_id])
         return format_html(
             '<a href="{}">{}</a> {}', url, SyncRun.Status(status).label.lower(), _ago(when)
         )
