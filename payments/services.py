@@ -184,27 +184,42 @@ def webhook_event_receive(*, endpoint_id: str, headers, body: bytes) -> Receipt:
         reason=problem.reason if problem else "",
         detail=problem.detail[:500] if problem else "",
     )
-    with transaction.atomic():
-        try:
-            # The unique key (partner, event_id) is the dedupe: INSERT, and a conflict means
-            # "seen before" (never SELECT-then-INSERT, RELIABILITY §4).
-            with transaction.atomic():
-                row.save(force_insert=True)
-        except IntegrityError:
-            duplicate = True
-        else:
-            duplicate = False
-            if not problem:
-                from .tasks import process_webhook_event
+    # The unique key (partner, event_id) is the dedupe: INSERT … ON CONFLICT DO NOTHING, and
+    # no row back means "seen before" (never SELECT-then-INSERT, RELIABILITY §4). One statement,
+    # committed on its own: no savepoint, no IntegrityError for the duplicates of a storm.
+    duplicate = not _insert_event(row)
+    if not duplicate and not problem:
+        from .tasks import process_webhook_event
 
-                transaction.on_commit(
-                    lambda: process_webhook_event.delay(settings_obj.partner_id, row.pk)
-                )
+        transaction.on_commit(lambda: process_webhook_event.delay(settings_obj.partner_id, row.pk))
     if problem:
         return Receipt(400, {"detail": problem.detail, "code": problem.reason})
     if duplicate:
         return Receipt(200, {"received": True, "duplicate": True})
     return Receipt(202, {"received": True})
+
+
+def _insert_event(row: WebhookEvent) -> bool:
+    """INSERT the event unless (partner, event_id) exists. True (and row.pk set) when new."""
+    meta = WebhookEvent._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
+    # Table and column names come from the model's metadata; values are parameters.
+    table = connection.ops.quote_name(meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608 # nosec B608
+        "ON CONFLICT (partner_id, event_id) DO NOTHING RETURNING id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, values)
+        found = cur.fetchone()
+    if found is None:
+        return False
+    row.pk = found[0]
+    row._state.adding = False
+    return True
 
 
 # --- webhook processing -----------------------------------------------------------------------

@@ -167,9 +167,9 @@ def processes(storm_env, tmp_path):
     def start_gunicorn() -> Gunicorn:
         # Request logs at INFO would cost the server more than the requests themselves.
         env = {**storm_env["env"], "LOG_LEVEL": "WARNING"}
-        g = Gunicorn(env, tmp_path / "gunicorn.log").start()
-        started.append(g)
-        return g
+        g = Gunicorn(env, tmp_path / "gunicorn.log")
+        started.append(g)  # before start(): a failed start is killed too
+        return g.start()
 
     def start_worker() -> Worker:
         w = Worker(
@@ -177,9 +177,9 @@ def processes(storm_env, tmp_path):
             tmp_path / "worker.log",
             queues="webhooks,writeback,default",
             concurrency=2,
-        ).start()
-        started.append(w)
-        return w
+        )
+        started.append(w)  # before start(): a failed start is killed too
+        return w.start()
 
     yield start_gunicorn, start_worker
     for proc in started:  # always, by pid, before the database is flushed

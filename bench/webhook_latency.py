@@ -1,0 +1,449 @@
+"""Bench: the webhook endpoint under load (PRODUCT.md "Targets", RELIABILITY WH-7).
+
+    .venv/bin/python bench/webhook_latency.py [--rate 200] [--seconds 60] [--copies 1]
+        [--threads 8] [--sample 50] [--gunicorn-workers 2] [--worker-concurrency 2]
+
+1. PostgreSQL and Redis (throwaway ones unless DATABASE_URL / REDIS_URL are set; bench/
+   sync_common.py), a fresh migrated database, the Autotask sandbox in its own process with
+   enough invoices re-opened (paidDate cleared through its control routes), a partner
+   connected and synced, its webhook endpoint and secret.
+2. `gunicorn config.wsgi:application -w 2` on 127.0.0.1 and a Celery worker (queues webhooks,
+   writeback, default; prefork -c 2) as subprocesses, killed by pid at exit.
+3. Open-loop load: request i is due at t0 + i / rate, whatever the answers; `--threads` sender
+   threads (a requests.Session each) take the next due request and sign it when sending. Each
+   event pays one distinct invoice in full; `--copies N` delivers every event N times (same
+   webhook-id: the processor's retries), shuffled. `--sample` of the events are spread evenly
+   over the run and timed to Autotask.
+4. Figures: acknowledgement latency p50/p95/p99/max (send → answer) and how late the sender
+   was against the schedule, errors (non-2xx or connection errors), the achieved rate; the
+   webhook-to-Autotask time of the sampled invoices (first delivery sent → the sandbox logs the
+   PATCH with paidDate) p50/p99/max; and when the worker had drained everything (no event
+   "received", no outbox row pending or sending) after the load stopped.
+
+Targets: p99 < 50 ms at 200 requests/s; webhook → Autotask < 2 s; drained ≤ 10 s after the
+load. PostgreSQL runs with fsync off, so database figures are optimistic. Everything on
+127.0.0.1, every wait bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sync_common as common
+
+ROOT = common.ROOT
+SEED = 7
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+class Proc:
+    """A subprocess killed (with its children) by pid at exit."""
+
+    def __init__(self, args: list[str], env: dict, log: Path):
+        self.log_path = log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in kill()
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            for pid in [*children(self.proc.pid), self.proc.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        self._log.close()
+
+    def wait_until(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                sys.exit(f"{what}: the process exited\n{tail}")
+            if predicate():
+                return
+            time.sleep(0.1)
+        sys.exit(f"{what}: not ready in {timeout:.0f} s")
+
+
+def control(sandbox, method: str, path: str, payload=None):
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(
+        f"{sandbox.base}/_sandbox/databases/{common.SANDBOX_USER}{path}", data=data
+    )
+    req.method = method
+    req.add_header("content-type", "application/json")
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def reopen_invoices(sandbox, count: int) -> int:
+    """Clear paidDate of the sandbox's invoices (most generated ones are old and paid)."""
+    from sandbox.data import INVOICE_ID_START
+
+    reopened, missing, invoice_id = 0, 0, INVOICE_ID_START
+    while missing < 10 and reopened < count:  # ids have gaps of at most 2
+        try:
+            control(sandbox, "PATCH", f"/invoices/{invoice_id}", {"paidDate": None})
+            reopened += 1
+            missing = 0
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+            missing += 1
+        invoice_id += 1
+    return reopened
+
+
+def setup(args):
+    """Database, sandbox, partner (synced), endpoint. Returns what the load needs."""
+    common.start_services()
+    common.migrate()
+    needed = args.rate * args.seconds // args.copies + args.sample
+    sandbox = common.Sandbox(
+        companies=max(50, needed // 20), invoices=int(needed * 1.15) + 200, latency_ms=0
+    )
+    t = time.monotonic()
+    reopened = reopen_invoices(sandbox, int(needed * 1.15) + 200)
+    print(f"==> sandbox: {reopened} invoices re-opened in {time.monotonic() - t:.1f} s")
+    common.setup_django()
+    from invoices.models import Invoice
+    from payments import services
+    from sync.services import execute_run
+
+    connection = common.connect_partner("Webhook Bench MSP")
+    partner = connection.partner
+    t = time.monotonic()
+    run = execute_run(partner=partner, run_id=connection.first_run.id)
+    assert run.status == "succeeded", run.error_message
+    invoices = list(
+        Invoice.objects.filter(partner=partner, status="open", outstanding__gt=0)
+        .order_by("id")
+        .values_list("id", "autotask_id", "outstanding", "currency")
+    )
+    print(f"==> synced {len(invoices)} open invoices in {time.monotonic() - t:.1f} s")
+    if len(invoices) < needed:
+        sys.exit(f"only {len(invoices)} open invoices, {needed} needed")
+    endpoint, secret = services.payment_settings_create(partner=partner)
+    control(sandbox, "DELETE", "/requests")
+    from django.db import connections
+
+    connections.close_all()  # the bench process holds no connection during the load
+    return sandbox, partner, endpoint.endpoint_id, secret, invoices
+
+
+def start_processes(args, env: dict, tmp: Path):
+    port = common.free_port()
+    server = Proc(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "-w",
+            str(args.gunicorn_workers),
+            "-b",
+            f"127.0.0.1:{port}",
+        ],
+        {**env, "LOG_LEVEL": "WARNING"},
+        tmp / "gunicorn.log",
+    )
+    worker = (
+        None
+        if args.no_worker
+        else Proc(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "webhooks,writeback,default",
+                "-P",
+                "prefork",
+                "-c",
+                str(args.worker_concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "INFO",
+            ],
+            env,
+            tmp / "worker.log",
+        )
+    )
+    import requests
+
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        with contextlib.suppress(requests.RequestException):
+            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+        return False
+
+    server.wait_until(healthy, 60, "gunicorn")
+    if worker is not None:
+        worker.wait_until(
+            lambda: " ready." in worker.log_path.read_text(errors="replace"), 60, "celery worker"
+        )
+    return server, worker, base
+
+
+def build_events(args, invoices):
+    """Events (event id, body, autotask id, sampled?), and the delivery order."""
+    rng = random.Random(SEED)
+    distinct = args.rate * args.seconds // args.copies
+    chosen = rng.sample(invoices, distinct)
+    step = max(1, distinct // args.sample)
+    sampled = set(range(step // 2, distinct, step)[: args.sample])
+    events = []
+    for i, (pk, autotask_id, outstanding, currency) in enumerate(chosen):
+        body = {
+            "type": "payment.succeeded",
+            "data": {
+                "payment_id": f"pay_bench_{i}",
+                "invoice_id": pk,
+                "amount": str(outstanding),
+                "currency": currency,
+                "method": "card",
+            },
+        }
+        events.append((f"msg_bench_{i}", json.dumps(body).encode(), autotask_id, i in sampled))
+    # Copies of an event land anywhere later in the run; the first copy keeps its slot, so the
+    # sampled events stay spread over the run.
+    deliveries = list(range(distinct))
+    extra = [i for i in range(distinct) for _ in range(args.copies - 1)]
+    rng.shuffle(extra)
+    for i in extra:
+        deliveries.insert(rng.randrange(i + 1, len(deliveries) + 1), i)
+    return events, deliveries
+
+
+def warm_up(url: str, secret: str, count: int = 200) -> None:
+    """Load code, connections and caches in every server process before measuring: events
+    naming an unknown invoice (answered 202, parked)."""
+    import requests
+
+    from payments import webhooks
+
+    def send(chunk):
+        with requests.Session() as session:
+            for i in chunk:
+                event_id = f"msg_warmup_{i}"
+                body = json.dumps(
+                    {
+                        "type": "payment.succeeded",
+                        "data": {"payment_id": f"pay_warmup_{i}", "invoice_number": "WARM-UP",
+                                 "amount": "1.00"},
+                    }
+                ).encode()  # fmt: skip
+                ts = int(time.time())
+                session.post(
+                    url,
+                    data=body,
+                    timeout=10,
+                    headers={
+                        "content-type": "application/json",
+                        "webhook-id": event_id,
+                        "webhook-timestamp": str(ts),
+                        "webhook-signature": webhooks.signature_header(secret, event_id, ts, body),
+                    },
+                )
+
+    threads = [threading.Thread(target=send, args=(range(k, count, 4),)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+
+def run_load(args, url: str, secret: str, events, deliveries):
+    import requests
+
+    from payments import webhooks
+
+    n = len(deliveries)
+    counter = itertools.count()
+    lock = threading.Lock()
+    acks: list[float] = []
+    lags: list[float] = []
+    errors: dict[str, int] = {}
+    first_sent: dict[int, float] = {}
+    t0 = time.monotonic() + 0.5
+    deadline = t0 + args.seconds * 3 + 30  # bounded even if the server stalls
+
+    def sender():
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    i = next(counter)
+                if i >= n or time.monotonic() > deadline:
+                    return
+                due = t0 + i / args.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                index = deliveries[i]
+                event_id, body, _, _ = events[index]
+                ts = int(time.time())
+                headers = {
+                    "content-type": "application/json",
+                    "webhook-id": event_id,
+                    "webhook-timestamp": str(ts),
+                    "webhook-signature": webhooks.signature_header(secret, event_id, ts, body),
+                }
+                wall = time.time()
+                started = time.monotonic()
+                try:
+                    status = session.post(url, data=body, headers=headers, timeout=10).status_code
+                except requests.RequestException as exc:
+                    status = type(exc).__name__
+                took = time.monotonic() - started
+                with lock:
+                    first_sent.setdefault(index, wall)
+                    acks.append(took)
+                    lags.append(max(0.0, started - due))
+                    if not (isinstance(status, int) and 200 <= status < 300):
+                        errors[str(status)] = errors.get(str(status), 0) + 1
+
+    threads = [threading.Thread(target=sender, daemon=True) for _ in range(args.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()) + 5)
+    elapsed = time.monotonic() - t0
+    return acks, lags, errors, first_sent, elapsed
+
+
+def wait_drained(partner, timeout: float) -> float | None:
+    from payments.models import WebhookEvent, WritebackOutbox
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        busy = (
+            WebhookEvent.objects.filter(partner=partner, status="received").exists()
+            or WritebackOutbox.objects.filter(
+                partner=partner, state__in=["pending", "sending"]
+            ).exists()
+        )
+        if not busy:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return None
+
+
+def autotask_times(sandbox, events, first_sent) -> tuple[list[float], int]:
+    patched: dict[int, float] = {}
+    for entry in control(sandbox, "GET", "/requests?entity=Invoices&method=PATCH")["requests"]:
+        body = entry.get("body") or {}
+        if entry.get("status") == 200 and body.get("paidDate"):
+            at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+            patched.setdefault(body["id"], at)
+    times, missing = [], 0
+    for index, (_, _, autotask_id, sampled) in enumerate(events):
+        if not sampled:
+            continue
+        if autotask_id in patched and index in first_sent:
+            times.append(patched[autotask_id] - first_sent[index])
+        else:
+            missing += 1
+    return times, missing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=int, default=200, help="requests per second")
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--copies", type=int, default=1, help="deliveries of each event")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--sample", type=int, default=50)
+    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--drain-timeout", type=float, default=600)
+    parser.add_argument(
+        "--no-worker", action="store_true", help="no Celery worker: the endpoint alone"
+    )
+    args = parser.parse_args()
+    if args.rate <= 0 or args.seconds <= 0 or args.copies <= 0 or args.seconds > 600:
+        sys.exit("rate, seconds (≤ 600) and copies must be positive")
+
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="paysync-webhook-bench-"))
+    sandbox, partner, endpoint_id, secret, invoices = setup(args)
+    events, deliveries = build_events(args, invoices)
+    server = worker = None
+    try:
+        server, worker, base = start_processes(args, dict(os.environ), tmp)
+        url = f"{base}/api/v1/payments/webhooks/{endpoint_id}/"
+        print(
+            f"==> {len(deliveries)} requests ({len(events)} events x {args.copies}) at "
+            f"{args.rate}/s from {args.threads} threads; gunicorn -w {args.gunicorn_workers}, "
+            f"celery -c {args.worker_concurrency}; logs in {tmp}"
+        )
+        warm_up(url, secret)
+        acks, lags, errors, first_sent, elapsed = run_load(args, url, secret, events, deliveries)
+        drained = None if args.no_worker else wait_drained(partner, args.drain_timeout)
+        times, missing = autotask_times(sandbox, events, first_sent)
+    finally:
+        for proc in (server, worker):
+            if proc is not None:
+                proc.kill()
+    ms = [a * 1000 for a in acks]
+    print(
+        f"\nrequests sent      {len(acks)} of {len(deliveries)} in {elapsed:.1f} s "
+        f"({len(acks) / elapsed:.0f}/s); sender late p99 {pct(lags, 99) * 1000:.1f} ms"
+    )
+    print(
+        f"ack latency        p50 {pct(ms, 50):.1f} ms  p95 {pct(ms, 95):.1f} ms  "
+        f"p99 {pct(ms, 99):.1f} ms  max {max(ms, default=0):.1f} ms   (target p99 < 50 ms)"
+    )
+    print(f"errors             {sum(errors.values())} {errors or ''}")
+    print(
+        f"webhook→Autotask   p50 {pct(times, 50):.2f} s  p99 {pct(times, 99):.2f} s  "
+        f"max {max(times, default=float('nan')):.2f} s over {len(times)} invoices"
+        f"{f', {missing} never written' if missing else ''}   (target < 2 s)"
+    )
+    drain = (
+        f"{drained:.1f} s after the load stopped"
+        if drained is not None
+        else f"NOT drained {args.drain_timeout:.0f} s after the load"
+    )
+    print(f"drained            {drain}   (target ≤ 10 s)")
+
+
+if __name__ == "__main__":
+    main()
