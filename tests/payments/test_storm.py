@@ -2,9 +2,10 @@
 
 A partner is connected to the in-process Autotask sandbox and synced. Its processor sends N
 payment.succeeded events (most pay an invoice in full, some pay it in two halves, some leave it
-partly paid), each delivered 3 times with the same webhook-id, shuffled with a seeded RNG, from
-8 threads over HTTP to `gunicorn -w 2` on 127.0.0.1 (test database, test Redis). A Celery worker
-subprocess (queues webhooks, writeback, default) processes the events and writes paidDate back.
+partly paid), each delivered 3 times with the same webhook-id, shuffled with a seeded RNG
+(copies of an event stay close, so they arrive together), from 8 threads over HTTP to
+`gunicorn -w 2` on 127.0.0.1 (test database, test Redis). A Celery worker subprocess (queues
+webhooks, writeback, default) processes the events and writes paidDate back.
 
 Pass: every answer 2xx, exactly one 202 per event (the rest 200 duplicates), N events, N
 payments, one outbox row and exactly one PATCH per invoice that became fully paid, its paidDate
@@ -235,6 +236,22 @@ def plan_events(partner, rng: random.Random, occurred_at: str):
     return events, full + split, partial
 
 
+def shuffled_deliveries(events, rng: random.Random) -> list:
+    """The events in a seeded random order, each copy close to its siblings: duplicates of a
+    webhook arrive together (a retry after a timeout, a double send), so copies of one event
+    are handled by both gunicorn workers at once. That is what kills a SELECT-then-INSERT
+    dedupe; copies spread over the whole storm would almost never meet."""
+    order = list(events)
+    rng.shuffle(order)
+    deliveries = [e for e in order for _ in range(COPIES)]
+    window = 2 * THREADS
+    for start in range(0, len(deliveries), window):  # shuffle within small windows only
+        chunk = deliveries[start : start + window]
+        rng.shuffle(chunk)
+        deliveries[start : start + window] = chunk
+    return deliveries
+
+
 def send_storm(url: str, secret: str, deliveries, *, retry: bool, on_progress=None):
     """Post every delivery from THREADS threads (a requests.Session each). Returns the answers
     as (event_id, status, seconds) and the number of retried attempts. With `retry`, connection
@@ -257,10 +274,17 @@ def send_storm(url: str, secret: str, deliveries, *, retry: bool, on_progress=No
         response = session.post(url, data=body, headers=headers, timeout=30)
         return response.status_code, time.perf_counter() - started
 
-    def run(chunk):
+    cursor = iter(deliveries)  # shared: consecutive deliveries leave at the same moment
+
+    def next_delivery():
+        with lock:
+            return next(cursor, None)
+
+    def run():
         try:
             with requests.Session() as session:
-                for event_id, body in chunk:
+                while (delivery := next_delivery()) is not None:
+                    event_id, body = delivery
                     for attempt in range(20):
                         try:
                             status, took = post(session, event_id, body)
@@ -282,10 +306,7 @@ def send_storm(url: str, secret: str, deliveries, *, retry: bool, on_progress=No
         except BaseException as exc:  # surfaced in the main thread
             failures.append(exc)
 
-    threads = [
-        threading.Thread(target=run, args=(deliveries[i::THREADS],), daemon=True)
-        for i in range(THREADS)
-    ]
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
@@ -313,8 +334,7 @@ def storm(partner_a, storm_env, processes, *, kill_gunicorn_workers: int = 0):
     rng = random.Random(SEED)
     occurred = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     events, fully_paid, partly_paid = plan_events(partner_a, rng, occurred.isoformat())
-    deliveries = [e for e in events for _ in range(COPIES)]
-    rng.shuffle(deliveries)
+    deliveries = shuffled_deliveries(events, rng)
 
     gunicorn = start_gunicorn()
     worker = start_worker()
@@ -336,7 +356,17 @@ def storm(partner_a, storm_env, processes, *, kill_gunicorn_workers: int = 0):
         url, secret, deliveries, retry=kill_gunicorn_workers > 0, on_progress=on_progress
     )
     sent_in = time.monotonic() - started
-    wait_drained(partner_a, expect_outbox=len(fully_paid))
+    requeued = 0
+    try:
+        wait_drained(partner_a, expect_outbox=len(fully_paid), timeout=60)
+    except TimeoutError:
+        if not kill_gunicorn_workers:
+            raise
+        # A gunicorn worker killed between its commit and its publish leaves an event
+        # "received" without a task: the periodic rematch_stale pass (every 2 minutes in
+        # production) enqueues it again. Run that pass now rather than wait for beat.
+        requeued = services.webhook_events_requeue_stale(older_than=timedelta(seconds=30))
+        wait_drained(partner_a, expect_outbox=len(fully_paid))
     drained_in = time.monotonic() - started - sent_in
     latencies = sorted(a[2] for a in answers if a[2] > 0)
     print(
@@ -344,7 +374,8 @@ def storm(partner_a, storm_env, processes, *, kill_gunicorn_workers: int = 0):
         f"{sent_in:.1f} s ({len(deliveries) / sent_in:.0f} req/s), p50 "
         f"{statistics.median(latencies) * 1000:.1f} ms, p99 "
         f"{latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms; retried {retried}; "
-        f"drained {drained_in:.1f} s after the last answer; gunicorn workers killed {killed}"
+        f"drained {drained_in:.1f} s after the last answer; gunicorn workers killed {killed}, "
+        f"stale events re-enqueued {requeued}"
     )
     return {
         "events": events,
