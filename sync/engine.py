@@ -20,7 +20,8 @@ before its invoicing run is finished); the cursor stops at the settle cut-off so
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,6 +64,54 @@ def _iso(value: datetime | None) -> str | None:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+class Prefetched:
+    """Iterate `pages` (an iterator that does HTTP, e.g. `client.iter_pages`) reading the next
+    item in a helper thread while the caller works on the current one. Use as a context
+    manager, so that stopping early (an exception, LeaseLost) always ends the helper:
+
+        with Prefetched(client.iter_pages(...)) as pages:
+            for page in pages:
+                ...  # commit the page
+
+    Exactly one item ahead: the next read starts when the caller takes an item, so at most two
+    pages are in memory and one request is in flight; the requests are the same, in the same
+    order, as without prefetching. The helper thread only reads: the caller keeps the database,
+    so pages commit in order on its thread. An exception from a read is raised to the caller,
+    unchanged, when it asks for that item — after every earlier item was handled, as without
+    prefetching. On exit no further read starts; a read in flight is waited for (bounded by
+    the client's timeouts and retries), then `pages` is closed.
+    """
+
+    _END = object()
+
+    def __init__(self, pages: Iterator, *, name: str = "autotask-prefetch"):
+        self._pages = pages
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._future = None
+
+    def __enter__(self) -> Prefetched:
+        return self
+
+    def __iter__(self) -> Iterator:
+        self._future = self._executor.submit(next, self._pages, self._END)
+        while True:
+            item = self._future.result()  # re-raises the read's exception, unchanged
+            if item is self._END:
+                self._future = None
+                return
+            self._future = self._executor.submit(next, self._pages, self._END)
+            yield item
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self._pages, "close", None)
+        if close is not None:
+            close()  # the helper is done: closing the generator here is safe
 
 
 class SyncEngine:
@@ -144,14 +193,15 @@ class SyncEngine:
             return
         after = self.cursor.get(f"{phase}_after_id", 0)
         query = Query(filters=[*conditions, Q.gt("id", after)], max_records=PAGE_SIZE)
-        for page in self.client.iter_pages("Companies", query, parse=False):
-            companies = self._parse_records(Company, page.items)
-            rows = [customer_values_from_company(c) for c in companies]
-            last_id = max((item.get("id", 0) for item in page.items), default=after)
-            with transaction.atomic():
-                self._apply_customers(rows)
-                self.cursor[f"{phase}_after_id"] = last_id
-                self._commit_page(phase)
+        with Prefetched(self.client.iter_pages("Companies", query, parse=False)) as pages:
+            for page in pages:
+                companies = self._parse_records(Company, page.items)
+                rows = [customer_values_from_company(c) for c in companies]
+                last_id = max((item.get("id", 0) for item in page.items), default=after)
+                with transaction.atomic():
+                    self._apply_customers(rows)
+                    self.cursor[f"{phase}_after_id"] = last_id
+                    self._commit_page(phase)
         self.cursor[f"{phase}_done"] = True
         self._commit_state(phase)
 
@@ -160,15 +210,16 @@ class SyncEngine:
             return
         after = self.cursor.get("invoices_after_id", 0)
         query = Query(filters=[*conditions, Q.gt("id", after)], max_records=PAGE_SIZE)
-        for page in self.client.iter_pages("Invoices", query, parse=False):
-            records = self._parse_records(AutotaskInvoice, page.items)
-            if fetch_missing_companies:
-                self._fetch_missing_companies({r.company_id for r in records})
-            last_id = max((item.get("id", 0) for item in page.items), default=after)
-            with transaction.atomic():
-                self._apply_invoices(records)
-                self.cursor["invoices_after_id"] = last_id
-                self._commit_page("invoices")
+        with Prefetched(self.client.iter_pages("Invoices", query, parse=False)) as pages:
+            for page in pages:
+                records = self._parse_records(AutotaskInvoice, page.items)
+                if fetch_missing_companies:
+                    self._fetch_missing_companies({r.company_id for r in records})
+                last_id = max((item.get("id", 0) for item in page.items), default=after)
+                with transaction.atomic():
+                    self._apply_invoices(records)
+                    self.cursor["invoices_after_id"] = last_id
+                    self._commit_page("invoices")
         self.cursor["invoices_done"] = True
         self._commit_state("invoices")
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from customers.models import Customer
 from customers.services import SYNCED_FIELDS as CUSTOMER_FIELDS
 from integrations import services as integration_services
+from integrations.autotask.client import AutotaskClient
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
 from invoices.services import SYNCED_FIELDS as INVOICE_FIELDS
@@ -221,16 +222,19 @@ def test_401_mid_run_fails_the_run_pauses_the_connection_and_stops_requests(
     db = server.db
     conn = connect(partner_a, db)
     pages = []
-    original_commit = SyncEngine._commit_page
+    original_iter_pages = AutotaskClient.iter_pages
 
-    def commit(engine, phase):
-        original_commit(engine, phase)
-        if phase == "invoices":
-            pages.append(phase)
-            if len(pages) == 2:
-                db.secret = "rotated-by-the-msp"  # the API user's secret changed
+    def iter_pages(client, entity, query=None, **kwargs):
+        # The secret changes as soon as invoice page 2 is read: page 3's request (the next
+        # one, prefetched or not) is the first to get the 401.
+        for page in original_iter_pages(client, entity, query, **kwargs):
+            if entity == "Invoices":
+                pages.append(page)
+                if len(pages) == 2:
+                    db.secret = "rotated-by-the-msp"  # the API user's secret changed
+            yield page
 
-    monkeypatch.setattr(SyncEngine, "_commit_page", commit)
+    monkeypatch.setattr(AutotaskClient, "iter_pages", iter_pages)
     run = run_sync(conn)
 
     assert run.status == SyncRun.Status.FAILED
