@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -259,11 +260,21 @@ def _insert_new(model, rows: list[dict], now: datetime) -> list[tuple[int, int]]
                 cursor.execute(one, row_values)
                 out.extend(cursor.fetchall())
         return out
+    element_types = [_array_element_type(f, conn) for f in fields]
     out = []
     with conn.cursor() as cursor:
         for start in range(0, len(values), _INSERT_BATCH):
-            rows_sql, params = _values_sql(values[start : start + _INSERT_BATCH])
-            cursor.execute(sql.replace("VALUES %s", "VALUES " + rows_sql), params)
+            batch = values[start : start + _INSERT_BATCH]
+            arrays = _as_arrays(batch, element_types)
+            if arrays is None:  # a value the arrays do not take: psycopg2 adapts each one
+                from psycopg2.extras import execute_values
+
+                out.extend(execute_values(cursor.cursor, sql, batch, fetch=True))
+                continue
+            # Types are _ARRAY_ELEMENTS' keys (the model's column types); values are parameters.
+            unnest = ", ".join(f"%s::{t}[]" for t in element_types)
+            select = f"SELECT * FROM unnest({unnest})"  # noqa: S608 # nosec B608
+            cursor.execute(sql.replace("VALUES %s", select), arrays)
             out.extend(cursor.fetchall())
     return out
 
@@ -271,47 +282,85 @@ def _insert_new(model, rows: list[dict], now: datetime) -> list[tuple[int, int]]
 _INSERT_BATCH = 1000
 
 
-def _values_sql(values: list[tuple]) -> tuple[str, dict]:
-    """`(…), (…)` for rows of values, with the SQL text psycopg2 gives those values.
+class _NotPlain(Exception):
+    pass
 
-    psycopg2 adapts every value (~3-10 µs each: 25 per invoice were a third of the upsert).
-    Values whose SQL text has no quoting to get wrong are written here, as psycopg2 writes them
-    (ints, finite decimals, booleans, NULL, dates, aware date-times; a leading space before a
-    minus, as psycopg2 does). Everything else is a parameter that psycopg2 adapts: text once
-    per distinct value (`'autotask'`, `''` and `'USD'` once a statement), other types once
-    per value. tests/sync/test_upsert_sql.py checks the text is psycopg2's, byte for byte."""
-    params: dict[str, object] = {}
-    text_keys: dict[str, str] = {}
-    rows = []
-    for row in values:
-        out = []
-        for v in row:
-            t = type(v)
-            if t is str:
-                key = text_keys.get(v)
-                if key is None:
-                    key = text_keys[v] = f"p{len(params)}"
-                    params[key] = v
-                out.append(f"%({key})s")
-            elif v is None:
-                out.append("NULL")
-            elif t is int:
-                out.append(str(v) if v >= 0 else f" {v}")
-            elif t is bool:
-                out.append("true" if v else "false")
-            elif t is Decimal and v.is_finite():
-                text = str(v)
-                out.append(text if text[0] != "-" else " " + text)
-            elif t is date:
-                out.append(f"'{v.isoformat()}'::date")
-            elif t is datetime and v.utcoffset() is not None:
-                out.append(f"'{v.isoformat()}'::timestamptz")
-            else:
-                key = f"p{len(params)}"
-                params[key] = v
-                out.append(f"%({key})s")
-        rows.append("(" + ", ".join(out) + ")")
-    return ", ".join(rows), params
+
+def _text_element(v) -> str:
+    if type(v) is not str:
+        raise _NotPlain
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _int_element(v) -> str:
+    if type(v) is not int:
+        raise _NotPlain
+    return str(v)
+
+
+def _numeric_element(v) -> str:
+    if not (type(v) is int or (type(v) is Decimal and v.is_finite())):
+        raise _NotPlain
+    return str(v)
+
+
+def _date_element(v) -> str:
+    if type(v) is not date:
+        raise _NotPlain
+    return v.isoformat()
+
+
+def _timestamptz_element(v) -> str:
+    if type(v) is not datetime or v.utcoffset() is None:
+        raise _NotPlain
+    return v.isoformat()
+
+
+def _bool_element(v) -> str:
+    if type(v) is not bool:
+        raise _NotPlain
+    return "t" if v else "f"
+
+
+# Column types (without length or precision) → how one value is written in an array literal.
+_ARRAY_ELEMENTS = {
+    "bigint": _int_element,
+    "integer": _int_element,
+    "smallint": _int_element,
+    "varchar": _text_element,
+    "text": _text_element,
+    "numeric": _numeric_element,
+    "date": _date_element,
+    "timestamp with time zone": _timestamptz_element,
+    "boolean": _bool_element,
+}
+
+
+def _array_element_type(field, conn) -> str:
+    """`varchar(100)` → `varchar`: the arrays carry no length or precision, so a value that
+    does not fit fails (or is rounded) as it does in a plain INSERT, instead of being cut by
+    an explicit cast."""
+    return re.sub(r"\(.*\)", "", field.db_type(conn) or "").strip()
+
+
+def _as_arrays(values: list[tuple], element_types: list[str]) -> list[str] | None:
+    """One PostgreSQL array literal per column (`{1,2}`, `{"a","b\\"c"}`, NULL unquoted), to
+    be sent as parameters and unnested: one parameter per column instead of one SQL literal
+    per value. PostgreSQL parses and plans a 500-row VALUES list of 24 columns in ~20 ms and
+    psycopg2 adapts each value in 3-10 µs; this takes ~5 ms for both (per page of 500
+    invoices, the INSERT went from ~55 to ~20 ms). Text is always quoted, `"` and `\\`
+    escaped: array syntax, not SQL, and inside a bound parameter. None when a column's type
+    or a value's type is not one written here (the caller lets psycopg2 adapt the values)."""
+    renderers = [_ARRAY_ELEMENTS.get(t) for t in element_types]
+    if None in renderers:
+        return None
+    arrays = []
+    try:
+        for render, column in zip(renderers, zip(*values, strict=True), strict=True):
+            arrays.append("{" + ",".join("NULL" if v is None else render(v) for v in column) + "}")
+    except _NotPlain:
+        return None
+    return arrays
 
 
 def _protect_fields(model) -> tuple[str, ...]:
