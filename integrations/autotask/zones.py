@@ -87,6 +87,11 @@ class ZoneCache:
             except Exception:
                 logger.warning("autotask zone cache: Redis unavailable", exc_info=True)
 
+    def clear(self) -> None:
+        """Forget every process-local entry (tests: a new sandbox may reuse a port)."""
+        with self._lock:
+            self._local.clear()
+
     def invalidate(self, lookup_url: str, username: str) -> None:
         with self._lock:
             self._local.pop((lookup_url, username.lower()), None)

@@ -23,8 +23,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def eager_celery(settings):
     # Tasks queued with transaction.on_commit run inside the live server's request. Celery
     # read its configuration from the settings once: the app's copy is switched as well.
-    settings.CELERY_TASK_ALWAYS_EAGER = True
+    # Read the app's value before touching the settings: a lazily loaded configuration would
+    # otherwise pick up True here and "restore" it for every later test.
     before = celery_app.conf.task_always_eager
+    settings.CELERY_TASK_ALWAYS_EAGER = True
     celery_app.conf.task_always_eager = True
     yield
     celery_app.conf.task_always_eager = before

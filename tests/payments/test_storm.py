@@ -51,7 +51,7 @@ THREADS = 8
 SEED = 20260401
 SPLIT_SHARE = 0.1  # of the events: invoices paid in two halves (2 events each)
 PARTIAL_SHARE = 0.1  # of the events: one partial payment, the invoice stays open
-DRAIN_TIMEOUT = 120
+DRAIN_TIMEOUT = 300  # a bound, not a target: a busy 2-core machine drains slowly
 
 
 def _free_port() -> int:
@@ -358,7 +358,9 @@ def storm(partner_a, storm_env, processes, *, kill_gunicorn_workers: int = 0):
     sent_in = time.monotonic() - started
     requeued = 0
     try:
-        wait_drained(partner_a, expect_outbox=len(fully_paid), timeout=60)
+        # With kills, a lost publish is expected now and then: look for it after 60 s.
+        first_wait = 60 if kill_gunicorn_workers else DRAIN_TIMEOUT
+        wait_drained(partner_a, expect_outbox=len(fully_paid), timeout=first_wait)
     except TimeoutError:
         if not kill_gunicorn_workers:
             raise
