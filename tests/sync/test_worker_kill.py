@@ -90,9 +90,17 @@ def start_sync_and_wait_for_30_percent(partner, connect, server):
         interval=0.02,
         what="30 % of the invoices written",
     )
+    # Hold the sync where it is until the kill: every further Autotask answer now takes 30 s,
+    # so a fast machine cannot finish the sync between this check and the kill.
+    server.db.set_switches(latency_ms=30_000)
     written = invoices_of(partner).count()
     assert written < settled_count(server.db), "the sync finished before the kill"
     return run, written
+
+
+def release(server):
+    """After the kill: Autotask answers at its normal speed again."""
+    server.db.set_switches(latency_ms=LATENCY_MS)
 
 
 def wait_until_resumed(partner, written, killed_at) -> float:
@@ -141,6 +149,7 @@ def test_sigkilled_pool_child_task_is_redelivered_and_the_run_resumes(
     run, written = start_sync_and_wait_for_30_percent(partner_a, connect, server)
     worker.kill_pool_child()
     killed_at = time.monotonic()
+    release(server)
 
     resumed_after = wait_until_resumed(partner_a, written, killed_at)
     run = wait_finished(run)
@@ -164,6 +173,7 @@ def test_whole_worker_killed_restarted_and_the_reaper_resumes_the_run(
     run, _ = start_sync_and_wait_for_30_percent(partner_a, connect, server)
     first.kill()
     killed_at = time.monotonic()
+    release(server)
     time.sleep(0.5)
     stuck = invoices_of(partner_a).count()
     run.refresh_from_db()
