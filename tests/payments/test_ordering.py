@@ -136,16 +136,22 @@ def test_replay_days_later_resigned_is_200_and_a_no_op(partner_a, world, days):
 def test_rotation_both_secrets_verify_during_overlap_and_old_one_is_rejected_after(
     partner_a, world
 ):
+    """WH-3: 1,000 deliveries across the switch S1 → [S2, S1] → S2, none rejected; after the
+    overlap, S1 alone is rejected."""
     old = world["secret"]
     invoice = world["invoices"][0]
     body = event("succeeded", "pay_rot", invoice, "0.01")
     endpoint_id = world["sender"].endpoint_id
+    only_old = Sender(endpoint_id, [old])
+    answers = [only_old.send(body).status_code for _ in range(300)]
     _, new = services.payment_settings_rotate_secret(partner=partner_a, overlap=timedelta(hours=1))
     assert new != old
     both = Sender(endpoint_id, [new, old])  # the processor signs with both while rotating
-    only_old, only_new = Sender(endpoint_id, [old]), Sender(endpoint_id, [new])
-    answers = [s.send(body).status_code for s in (both, only_old, only_new) for _ in range(20)]
-    assert answers == [202] * 60
+    only_new = Sender(endpoint_id, [new])
+    answers += [both.send(body).status_code for _ in range(400)]
+    answers += [only_new.send(body).status_code for _ in range(300)]
+    assert len(answers) == 1000
+    assert [a for a in answers if a != 202] == []
     with time_machine.travel(timezone.now() + timedelta(hours=1, seconds=1), tick=False):
         assert only_old.send(body).status_code == 401
         assert only_new.send(body).status_code == 202
