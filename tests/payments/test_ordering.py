@@ -168,3 +168,30 @@ def test_rotation_never_shows_the_secret_again(partner_a, world, client_a):
     new_secret = first.split('id="new-secret">')[1].split("<")[0]
     assert new_secret.startswith("whsec_") and new_secret != world["secret"]
     assert new_secret not in client_a.get("/payments/settings/").content.decode()
+
+
+@pytest.mark.slow
+def test_fifty_payments_every_order_of_three_events_end_like_in_order(partner_a, world):
+    """WH-6 at full size: 50 payments x the 6 orders of {succeeded, refunded, deleted} = 300
+    sequences, each event delivered twice under one id and once more under another. A
+    sequence ends with its payment deleted, so its invoice is open again and can carry the
+    next sequence; every one must end exactly as in-order delivery does."""
+    family = ("succeeded", "refunded", "deleted")
+    perms = list(itertools.permutations(family))
+    invoices = world["invoices"]
+    in_order, differing, sequences = None, [], 0
+    for n in range(50):
+        invoice = invoices[n % len(invoices)]
+        for perm in perms:
+            payment_id = f"pay_wh6_{n}_{''.join(k[0] for k in perm)}"
+            deliver(world, partner_a, perm, invoice, payment_id)
+            result = outcome(world, invoice, payment_id)
+            if perm == family:
+                in_order = in_order or result
+            if result != (in_order or result):
+                differing.append((payment_id, result))
+            sequences += 1
+    assert sequences == 300
+    assert in_order[0] == "deleted" and in_order[3] == "open" and in_order[4] is None
+    assert differing == []
+    assert Payment.objects.filter(partner=partner_a).count() == 300
