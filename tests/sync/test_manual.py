@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.utils import timezone
 
 from integrations.models import AutotaskConnection
 from partners.models import Partner, User
@@ -16,20 +15,12 @@ from sync import manual, services
 from sync.manual import CooldownActive, ManualSyncUnavailable, manual_sync_start, sync_run_ops
 from sync.models import SyncRun, SyncState
 
+from .manual_support import FakeRunSync, connect_directly
+
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 NEW, UNPAID = SyncRun.Kind.NEW_DATA, SyncRun.Kind.UNPAID
-
-
-class FakeRunSync:
-    """Stands in for the Celery task: records what would be enqueued (no broker)."""
-
-    def __init__(self):
-        self.calls = []
-
-    def delay(self, partner_id, run_id):
-        self.calls.append((partner_id, run_id))
 
 
 @pytest.fixture(autouse=True)
@@ -37,18 +28,6 @@ def enqueued(monkeypatch):
     fake = FakeRunSync()
     monkeypatch.setattr("sync.tasks.run_sync", fake)
     return fake
-
-
-def connect_directly(partner, **kwargs):
-    return AutotaskConnection.objects.create(
-        partner=partner,
-        account_email="ops@example.test",
-        username="api-user",
-        secret="api-secret",
-        username_last4="user",
-        connected_at=timezone.now(),
-        **kwargs,
-    )
 
 
 @pytest.fixture

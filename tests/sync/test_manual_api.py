@@ -7,28 +7,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.db import connection as db_connection
-from django.utils import timezone
 from rest_framework.test import APIClient
 
-from integrations.models import AutotaskConnection
 from sync import services
 from sync.manual import manual_sync_start
 from sync.models import SyncRun, SyncState
+
+from .manual_support import FakeRunSync, connect_directly
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 NEW_URL = "/api/v1/sync/fetch-new-data/"
 UNPAID_URL = "/api/v1/sync/fetch-unpaid-invoices/"
 STATUS_URL = "/api/v1/sync/status/"
-
-
-class FakeRunSync:
-    def __init__(self):
-        self.calls = []
-        self.lock = threading.Lock()
-
-    def delay(self, partner_id, run_id):
-        with self.lock:
-            self.calls.append((partner_id, run_id))
 
 
 @pytest.fixture(autouse=True)
@@ -37,17 +27,6 @@ def enqueued(monkeypatch):
     fake = FakeRunSync()
     monkeypatch.setattr("sync.tasks.run_sync", fake)
     return fake
-
-
-def connect_directly(partner):
-    return AutotaskConnection.objects.create(
-        partner=partner,
-        account_email="ops@example.test",
-        username="api-user",
-        secret="api-secret",
-        username_last4="user",
-        connected_at=timezone.now(),
-    )
 
 
 @pytest.fixture
