@@ -3,23 +3,14 @@ from django.contrib import admin
 from partners.admin import partner_link
 
 from .models import Customer
+from .services import SYNCED_FIELDS
 
 # Rows that mirror Autotask are read-only here: the next sync would overwrite an edit anyway.
 MIRRORED = [
     "partner",
     "source",
     "autotask_id",
-    "name",
-    "number",
-    "phone",
-    "address1",
-    "address2",
-    "city",
-    "state",
-    "postal_code",
-    "country_id",
-    "company_type",
-    "active",
+    *SYNCED_FIELDS,
     "autotask_fingerprint",
     "missing_in_autotask_since",
     "created_at",
