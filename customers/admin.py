@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from partners.admin import partner_link
+from partners.admin import PartnerColumnMixin
 
 from .models import Customer
 from .services import SYNCED_FIELDS
@@ -19,7 +19,7 @@ MIRRORED = [
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(PartnerColumnMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "partner_name",
@@ -33,10 +33,6 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ["name", "number", "partner__name", "=autotask_id"]
     list_select_related = ["partner"]
     readonly_fields = MIRRORED
-
-    @admin.display(description="Partner", ordering="partner__name")
-    def partner_name(self, obj):
-        return partner_link(obj)
 
     def has_add_permission(self, request):
         return False  # mirrored from Autotask, or created by partners in the dashboard/API

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from config.encryption import SecretUnavailable
-from partners.admin import OpsActionsMixin, partner_link, run_ops_syncs
+from partners.admin import OpsActionsMixin, PartnerColumnMixin, run_ops_syncs
 from sync.models import SyncRun
 
 from .models import AutotaskConnection, IntegrationEvent
@@ -13,7 +13,7 @@ AUTH_FAILURES = {"unknown_user", "bad_secret", "bad_integration_code", "permissi
 
 
 @admin.register(AutotaskConnection)
-class AutotaskConnectionAdmin(OpsActionsMixin, admin.ModelAdmin):
+class AutotaskConnectionAdmin(PartnerColumnMixin, OpsActionsMixin, admin.ModelAdmin):
     """Credentials never appear: the encrypted username and secret are in no form, list or
     change message (Django's change message names changed fields, and only `schedules_paused`
     is editable here); only the mask (last 4 characters of the username) is shown."""
@@ -59,10 +59,6 @@ class AutotaskConnectionAdmin(OpsActionsMixin, admin.ModelAdmin):
         "pause_schedules",
         "resume_schedules",
     ]
-
-    @admin.display(description="Partner", ordering="partner__name")
-    def partner_name(self, obj):
-        return partner_link(obj)
 
     def has_add_permission(self, request):
         return False  # partners connect from the dashboard, where credentials are verified
@@ -159,17 +155,13 @@ class AutotaskConnectionAdmin(OpsActionsMixin, admin.ModelAdmin):
 
 
 @admin.register(IntegrationEvent)
-class IntegrationEventAdmin(admin.ModelAdmin):
+class IntegrationEventAdmin(PartnerColumnMixin, admin.ModelAdmin):
     list_display = ["created_at", "partner_name", "kind", "actor"]
     list_filter = ["kind"]
     search_fields = ["partner__name"]
     list_select_related = ["partner", "actor"]
     date_hierarchy = "created_at"
     readonly_fields = ["partner", "kind", "actor", "details", "created_at"]
-
-    @admin.display(description="Partner", ordering="partner__name")
-    def partner_name(self, obj):
-        return partner_link(obj)
 
     def has_add_permission(self, request):
         return False

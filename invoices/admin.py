@@ -1,12 +1,12 @@
 from django.contrib import admin
 
-from partners.admin import partner_link
+from partners.admin import PartnerColumnMixin
 
 from .models import Invoice
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(PartnerColumnMixin, admin.ModelAdmin):
     """Read-only where it mirrors Autotask, and money fields are never edited here (not even
     by superusers): balances change only through syncs and the payment services. Only the
     archive flag can be changed, by users with the change permission (not support)."""
@@ -34,10 +34,6 @@ class InvoiceAdmin(admin.ModelAdmin):
     list_select_related = ["partner", "customer"]
     date_hierarchy = "invoice_date"
     readonly_fields = [f.name for f in Invoice._meta.fields if f.name != "archived_at"]
-
-    @admin.display(description="Partner", ordering="partner__name")
-    def partner_name(self, obj):
-        return partner_link(obj)
 
     def has_add_permission(self, request):
         return False

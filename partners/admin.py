@@ -77,6 +77,14 @@ def partner_link(obj) -> str:
     return format_html('<a href="{}">{}</a>', change_url(obj.partner), obj.partner)
 
 
+class PartnerColumnMixin:
+    """A "Partner" column linking to the partner's ops page (list_display "partner_name")."""
+
+    @admin.display(description="Partner", ordering="partner__name")
+    def partner_name(self, obj):
+        return partner_link(obj)
+
+
 def run_ops_syncs(model_admin, request, targets, kind: str) -> None:
     """Start an ops sync (trigger "ops", no cooldown; sync/manual.py `sync_run_ops`) for each
     (partner, object to log on) pair. The run records who asked (`requested_by`)."""

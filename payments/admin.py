@@ -5,13 +5,13 @@ secrets are never shown (the settings admin lists no secret field)."""
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from partners.admin import OpsActionsMixin, change_url, partner_link
+from partners.admin import OpsActionsMixin, PartnerColumnMixin, change_url
 
 from . import services, writeback
 from .models import Payment, PaymentSettings, WebhookEvent, WritebackAttempt, WritebackOutbox
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(PartnerColumnMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
@@ -20,10 +20,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-    @admin.display(description="Partner", ordering="partner__name")
-    def partner_name(self, obj):
-        return partner_link(obj)
 
 
 @admin.register(PaymentSettings)

@@ -5,7 +5,7 @@ from django.db.models import Subquery
 from django.utils import timezone
 from django.utils.html import format_html
 
-from partners.admin import changelist_url, partner_link
+from partners.admin import PartnerColumnMixin, changelist_url
 
 from .models import ChangeLogEntry, SyncRun, SyncState
 
@@ -42,7 +42,7 @@ class SinceFilter(admin.SimpleListFilter):
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(admin.ModelAdmin):
+class SyncRunAdmin(PartnerColumnMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "partner_name",
@@ -96,10 +96,6 @@ class SyncRunAdmin(admin.ModelAdmin):
     ]
     inlines = [ChangeInline]
 
-    @admin.display(description="Partner", ordering="partner__name")
-    def partner_name(self, obj):
-        return partner_link(obj)
-
     @admin.display(description="All changes")
     def all_changes(self, obj):
         count = ChangeLogEntry.objects.filter(run=obj).count()
@@ -118,7 +114,7 @@ class SyncRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(ChangeLogEntry)
-class ChangeLogEntryAdmin(admin.ModelAdmin):
+class ChangeLogEntryAdmin(PartnerColumnMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "partner_name",
@@ -136,10 +132,6 @@ class ChangeLogEntryAdmin(admin.ModelAdmin):
     list_select_related = ["partner", "run"]
     readonly_fields = [f.name for f in ChangeLogEntry._meta.fields]
 
-    @admin.display(description="Partner", ordering="partner__name")
-    def partner_name(self, obj):
-        return partner_link(obj)
-
     def has_add_permission(self, request):
         return False
 
@@ -148,7 +140,7 @@ class ChangeLogEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(SyncState)
-class SyncStateAdmin(admin.ModelAdmin):
+class SyncStateAdmin(PartnerColumnMixin, admin.ModelAdmin):
     list_display = [
         "partner_name",
         "lease_run",
@@ -168,10 +160,6 @@ class SyncStateAdmin(admin.ModelAdmin):
         "companies_changed_cursor",
         "last_success",
     ]
-
-    @admin.display(description="Partner", ordering="partner__name")
-    def partner_name(self, obj):
-        return partner_link(obj)
 
     def has_add_permission(self, request):
         return False  # created by the sync itself
