@@ -8,6 +8,7 @@ page is read and the reading thread is gone before the run returns.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -116,6 +117,20 @@ def test_an_empty_source_makes_no_thread_linger():
     with Prefetched(iter(())) as pages:
         assert list(pages) == []
     assert not prefetch_threads()
+
+
+def test_the_switch_interval_is_short_while_reading_ahead_and_restored_after():
+    before = sys.getswitchinterval()
+    assert before > Prefetched.SWITCH_INTERVAL
+    with Prefetched(iter([1, 2])) as outer:
+        assert sys.getswitchinterval() == Prefetched.SWITCH_INTERVAL
+        with pytest.raises(RuntimeError), Prefetched(iter([3])) as inner:
+            list(inner)
+            raise RuntimeError("a page failed")
+        # The inner one closing (by an exception) leaves the outer one's setting alone.
+        assert sys.getswitchinterval() == Prefetched.SWITCH_INTERVAL
+        assert list(outer) == [1, 2]
+    assert sys.getswitchinterval() == before
 
 
 # --- in the engine, against the sandbox ------------------------------------------------------
