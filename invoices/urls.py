@@ -5,10 +5,17 @@ from . import views
 app_name = "invoices"
 urlpatterns = [
     path("", views.InvoiceListView.as_view(), name="list"),
+    path("new/", views.InvoiceCreateView.as_view(), name="create"),
     path("<int:pk>/", views.InvoiceDetailView.as_view(), name="detail"),
     path("<int:pk>/pdf/", views.InvoicePdfView.as_view(), name="pdf"),
     path("<int:pk>/archive/", views.InvoiceArchiveView.as_view(), name="archive"),
     path(
         "customers/<int:pk>/archive/", views.CustomerArchiveView.as_view(), name="customer-archive"
+    ),
+    path("customers/new/", views.CustomerCreateView.as_view(), name="customer-create"),
+    path(
+        "customers/<int:customer_pk>/new-invoice/",
+        views.InvoiceCreateView.as_view(),
+        name="customer-invoice-create",
     ),
 ]

@@ -1,15 +1,21 @@
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views import View
+from django.views.generic import FormView
 
+from config.api import DomainError
+from customers import services as customer_services
 from customers.models import Customer
 from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerPageView
 
 from . import services
+from .forms import CustomerCreateForm, InvoiceCreateForm
 from .models import Invoice, InvoiceStatus
 from .pdf import PdfUnavailable, invoice_pdf
 from .selectors import duplicate_numbers, invoice_list
@@ -115,3 +121,108 @@ class CustomerArchiveView(PartnerRequiredMixin, View):
         customer_archive(partner=self.partner, customer_id=customer.pk, archived=archived)
         messages.success(request, "Customer archived." if archived else "Customer unarchived.")
         return HttpResponseRedirect(reverse("dashboard:customers"))
+
+
+# --- customers and invoices created here (R7) -------------------------------------------------
+#
+# Same permission as archiving (the views above): any user of the partner. Nothing here talks to
+# Autotask: the services mark the rows source "local" with no Autotask id, which the sync and
+# the paidDate write-back skip.
+
+
+class _PartnerFormView(PartnerRequiredMixin, FormView):
+    """A dashboard form page: POST, then redirect (and a message) on success; the form again
+    with its field errors otherwise, nothing stored."""
+
+    nav = ""
+    title = ""
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        ctx.update(nav=self.nav, title=self.title, partner=self.partner)
+        return ctx
+
+
+class CustomerCreateView(_PartnerFormView):
+    template_name = "customers/new.html"
+    form_class = CustomerCreateForm
+    nav = "customers"
+    title = "New customer"
+
+    def form_valid(self, form):
+        customer = customer_services.customer_create_local(
+            partner=self.partner, **form.cleaned_data
+        )
+        messages.success(
+            self.request,
+            f"Customer {customer.name} created here. It is never sent to Autotask.",
+        )
+        # Filtered on the new name, so the new row is on the page however long the list is.
+        query = urlencode({"q": customer.name})
+        return HttpResponseRedirect(f"{reverse('dashboard:customers')}?{query}")
+
+
+class InvoiceCreateView(_PartnerFormView):
+    """`/invoices/new/` (customer chosen in the form) and `/invoices/customers/<pk>/new-invoice/`
+    (from a customer's row: that customer preselected; another partner's or an archived
+    customer answers 404)."""
+
+    template_name = "invoices/new.html"
+    form_class = InvoiceCreateForm
+    nav = "invoices"
+    title = "New invoice"
+
+    customer = None  # the preselected customer, on the per-customer route
+
+    def _preselected_customer(self):
+        if "customer_pk" not in self.kwargs:
+            return None
+        return get_object_or_404(
+            self.get_partner_queryset(Customer).filter(archived_at__isnull=True),
+            pk=self.kwargs["customer_pk"],
+        )
+
+    def get(self, request, *args, **kwargs):
+        self.customer = self._preselected_customer()
+        return super().get(request, *args, **kwargs)
+
+    def post(self, request, *args, **kwargs):
+        self.customer = self._preselected_customer()
+        return super().post(request, *args, **kwargs)
+
+    def get_initial(self):
+        initial = super().get_initial()
+        if self.customer is not None:
+            initial["customer"] = self.customer.pk
+        return initial
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "partner": self.partner}
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        ctx["customer"] = self.customer
+        return ctx
+
+    def form_valid(self, form):
+        data = form.cleaned_data
+        try:
+            invoice = services.invoice_create_local(
+                partner=self.partner,
+                customer_id=data["customer"].pk,
+                number=data["number"],
+                invoice_date=data["invoice_date"],
+                due_date=data["due_date"],
+                total=data["total"],
+                tax=data["tax"],
+                currency=data["currency"],
+            )
+        except DomainError as exc:
+            # The customer was archived (or is gone) between the form's check and the write.
+            form.add_error("customer" if exc.code.startswith("customer") else None, exc.message)
+            return self.form_invalid(form)
+        messages.success(
+            self.request,
+            f"Invoice {invoice.number} created here. It is never sent to Autotask.",
+        )
+        return HttpResponseRedirect(reverse("invoices:detail", args=[invoice.pk]))

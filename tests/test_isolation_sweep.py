@@ -46,6 +46,7 @@ OBJECT_FOR = {
     "api:customer-unarchive": lambda a: a["customer"].pk,
     "invoices:archive": lambda a: a["invoice"].pk,
     "invoices:customer-archive": lambda a: a["customer"].pk,
+    "invoices:customer-invoice-create": lambda a: a["customer"].pk,
 }
 
 
