@@ -426,6 +426,33 @@ def autotask_times(sandbox, events, first_sent) -> tuple[list[float], int]:
     return times, missing
 
 
+def stages(partner, events) -> dict[str, list[float]]:
+    """Where the webhook-to-Autotask time of the sampled events went: received → processed
+    (the webhook task), processed → outbox row created, outbox created → first PATCH attempt
+    started (the write-back task), attempt started → finished (the PATCH)."""
+    from payments.models import WebhookEvent, WritebackAttempt, WritebackOutbox
+
+    sampled = [event_id for event_id, _, _, chosen in events if chosen]
+    rows = WebhookEvent.objects.filter(partner=partner, event_id__in=sampled).values(
+        "received_at", "processed_at", "payment__invoice_id"
+    )
+    out: dict[str, list[float]] = {"processed": [], "outbox": [], "attempt": [], "patch": []}
+    for row in rows:
+        if row["processed_at"] is None:
+            continue
+        out["processed"].append((row["processed_at"] - row["received_at"]).total_seconds())
+        outbox = WritebackOutbox.objects.filter(invoice_id=row["payment__invoice_id"]).first()
+        if outbox is None:
+            continue
+        out["outbox"].append((outbox.created_at - row["processed_at"]).total_seconds())
+        attempt = WritebackAttempt.objects.filter(outbox=outbox).order_by("started_at").first()
+        if attempt is None or attempt.finished_at is None:
+            continue
+        out["attempt"].append((attempt.started_at - outbox.created_at).total_seconds())
+        out["patch"].append((attempt.finished_at - attempt.started_at).total_seconds())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=200, help="requests per second")
@@ -467,6 +494,7 @@ def main() -> None:
         acks, lags, errors, first_sent, elapsed = run_load(args, url, secret, events, deliveries)
         drained = None if args.no_worker else wait_drained(partner, args.drain_timeout)
         times, missing = autotask_times(sandbox, events, first_sent)
+        split = stages(partner, events)
     finally:
         for proc in (server, worker):
             if proc is not None:
@@ -485,6 +513,13 @@ def main() -> None:
         f"webhook→Autotask   p50 {pct(times, 50):.2f} s  p99 {pct(times, 99):.2f} s  "
         f"max {max(times, default=float('nan')):.2f} s over {len(times)} invoices"
         f"{f', {missing} never written' if missing else ''}   (target < 2 s)"
+    )
+    print(
+        "  of which         "
+        + "  ".join(
+            f"{name} p50 {pct(values, 50) * 1000:.0f} / p99 {pct(values, 99) * 1000:.0f} ms"
+            for name, values in split.items()
+        )
     )
     if args.no_worker:
         drain = "no worker (--no-worker): nothing processed"

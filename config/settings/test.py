@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from config import env
 
 from .base import *  # noqa: F403
-from .base import DATABASES
+from .base import CELERY_BROKER_POLLING_INTERVAL, DATABASES
 
 DEBUG = False
 SECRET_KEY = "test-only-not-a-secret"
@@ -27,6 +27,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 20,
     "unacked_restore_interval": 5,
     "unacked_restore_throttle": 1,
+    "polling_interval": CELERY_BROKER_POLLING_INTERVAL,  # base.py: why
 }
 # Fresh keys per test process: no key is ever committed.
 # (A worker subprocess started by a test gets the test process's keys through the environment.)

@@ -23,6 +23,15 @@ def test_visibility_timeout_in_broker_and_result_backend_options():
     assert conf.result_backend_transport_options["visibility_timeout"] == 20
 
 
+def test_workers_poll_redis_every_tenth_of_a_second_not_every_second():
+    # kombu's BRPOP timeout: at its 1 s default a worker with a full prefetch took its next
+    # webhook task ~1 s late (bench/webhook_latency.py).
+    app.finalize()
+    with app.connection_for_read() as conn:
+        assert conn.transport_options["polling_interval"] == 0.1
+        assert conn.transport.brpop_timeout == 0.1
+
+
 def test_separate_queues_for_sync_writeback_webhooks():
     names = {q.name for q in app.conf.task_queues}
     assert {"sync", "writeback", "webhooks", "default"} <= names
