@@ -19,7 +19,8 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Sum
+from django.db.models import F, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config.api import DomainError
@@ -236,8 +237,8 @@ def _advisory_lock(partner_id: int, payment_key: str) -> None:
 
 
 def _resolve_invoice(partner, event: PaymentEvent) -> tuple[Invoice | None, str]:
-    """The partner's invoice an event names, or None and why not."""
-    mine = Invoice.objects.for_partner(partner)
+    """The partner's invoice an event names, locked (SELECT … FOR UPDATE), or None and why not."""
+    mine = Invoice.objects.for_partner(partner).select_for_update()
     if event.invoice_id is not None:
         invoice = mine.filter(pk=event.invoice_id).first()
         if invoice is not None:
@@ -288,17 +289,19 @@ def _invoice_recompute(invoice_id: int, *, partner) -> Invoice:
     by the caller), then the write-back outbox follows the invoice's new state."""
     from .writeback import outbox_update
 
-    paid = Payment.objects.filter(invoice_id=invoice_id, status=PaymentStatus.SUCCEEDED).aggregate(
-        s=Sum("amount")
-    )["s"] or Decimal("0.00")
-    Invoice.objects.filter(pk=invoice_id).update(paid_here=paid, updated_at=timezone.now())
-    invoice = Invoice.objects.get(pk=invoice_id)
-    last = (
-        Payment.objects.filter(invoice_id=invoice_id, status=PaymentStatus.SUCCEEDED)
-        .order_by("-received_at")
-        .values_list("received_at", flat=True)
-        .first()
+    # Two statements (an UPDATE with the sum as a subquery, a SELECT with the latest payment
+    # date as one): this runs for every payment, webhook or manual.
+    succeeded = Payment.objects.filter(invoice_id=OuterRef("pk"), status=PaymentStatus.SUCCEEDED)
+    paid_here = Invoice._meta.get_field("paid_here")
+    total = succeeded.values("invoice_id").annotate(s=Sum("amount")).values("s")
+    Invoice.objects.filter(pk=invoice_id).update(
+        paid_here=Coalesce(Subquery(total, output_field=paid_here), Value(Decimal("0.00"))),
+        updated_at=timezone.now(),
     )
+    invoice = Invoice.objects.annotate(
+        last_paid_at=Subquery(succeeded.order_by("-received_at").values("received_at")[:1])
+    ).get(pk=invoice_id)
+    last = invoice.last_paid_at
     paid_on = _partner_date(partner, last) if last else timezone.localdate()
     outbox_update(invoice=invoice, paid_on=paid_on)
     return invoice
@@ -342,7 +345,6 @@ def _apply_processor_event(partner, settings_obj, event: PaymentEvent, signed_at
             return Outcome(WebhookEvent.Status.PROCESSED, detail="tombstone", payment=payment)
         if invoice is None:
             return Outcome(WebhookEvent.Status.PARKED, reason=reason)
-        invoice = _lock_invoice(invoice.pk)
         reason = _unpayable_reason(
             invoice,
             amount=event.amount,
