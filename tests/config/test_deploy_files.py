@@ -18,7 +18,7 @@ SERVICES = COMPOSE["services"]
 
 def test_services_and_health_checks():
     assert {"postgres", "redis", "web", "worker", "beat", "migrate"} <= set(SERVICES)
-    for name in ("postgres", "redis", "web", "worker"):
+    for name in ("postgres", "redis", "web", "worker", "worker-payments"):
         assert "healthcheck" in SERVICES[name], name
     assert "noeviction" in " ".join(SERVICES["redis"]["command"])
     assert SERVICES["beat"].get("deploy", {}).get("replicas", 1) == 1
@@ -49,9 +49,20 @@ def test_every_command_exists_in_the_image():
             assert argv[1:3] == ["-A", "config"]
     beat = " ".join(_command("beat"))
     assert "django_celery_beat.schedulers:DatabaseScheduler" in beat
-    worker = " ".join(_command("worker"))
-    for queue in ("sync", "writeback", "webhooks", "default"):
-        assert queue in worker
+    queues = {}
+    for service in ("worker", "worker-payments"):
+        argv = _command(service)
+        assert argv[:4] == ["celery", "-A", "config", "worker"], service
+        queues[service] = set(argv[argv.index("-Q") + 1].split(","))
+    # Every queue is consumed; a long sync never holds the real-time payment work.
+    assert queues["worker"] | queues["worker-payments"] == {
+        "sync",
+        "writeback",
+        "webhooks",
+        "default",
+    }
+    assert queues["worker-payments"] == {"webhooks", "writeback"}
+    assert "sync" not in queues["worker-payments"]
 
 
 def test_app_settings_come_from_the_environment():
