@@ -1,14 +1,39 @@
 """Sync runs: creating them, claiming them (one sync per partner at a time), running them and
 recording the outcome. Tasks, views and the admin call these; none of them write SyncRun rows
-themselves."""
+themselves.
+
+Leases, heartbeats and how fast a dead worker's run resumes (RELIABILITY.md §3, CQ-2..CQ-5):
+
+- A run's owner holds two leases under one fencing token: the run's (`SyncRun.owner`,
+  `heartbeat_at`) and the partner's (`SyncState.lease_owner`, `lease_heartbeat_at`). Every page
+  commit is fenced by both (sync/engine.py), so only the owner ever writes (CQ-4).
+- A lease is stale, and may be taken over, when its heartbeat is older than `LEASE` (30 s).
+  The owner renews both heartbeats every `LEASE / 3` (10 s) from a helper thread
+  (`_Heartbeat`), whatever the main thread is doing: a live owner waiting on a slow page, a
+  long PDF or a Retry-After is never taken over, and a dead one (SIGKILLed pool child, lost
+  machine) is stale at most `LEASE` after its last renewal. stale = 3 x heartbeat interval, as
+  RELIABILITY.md §2 asks; the test profile shortens LEASE to 6 s (tests/sync/worker_harness.py).
+- A delivery that finds the partner lease held does not guess: it asks to be retried when the
+  holder's lease goes stale (`RetryLater.countdown` = time until stale + `RETRY_MARGIN`). A
+  redelivered task of a SIGKILLed pool child (task_reject_on_worker_lost: requeued at once)
+  thus resumes about LEASE after the kill; another live run of the partner is waited for at
+  least `BUSY_COUNTDOWN` at a time. Nothing is taken over before it is stale, so going faster
+  would need proof of death (e.g. the owner's pid), which PgBouncer and containers do not give.
+- A run that takes over from a dead owner counts an attempt; after `MAX_ATTEMPTS` lost
+  workers (a page that kills its process every time, CQ-5) the next delivery, or the reaper,
+  fails it with error_kind "worker_lost" instead of starting a 4th attempt. The partner lease
+  then points at a finished run and is free for the partner's next run.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -28,9 +53,28 @@ from .models import SyncRun, SyncState
 
 log = logging.getLogger(__name__)
 
-# A run whose heartbeat is older than this is presumed dead (its worker was killed).
-LEASE = timedelta(minutes=5)
-MAX_ATTEMPTS = 3
+# A run whose heartbeat is older than this is presumed dead (its worker was killed). Its live
+# owner renews the heartbeat every LEASE / 3 (heartbeat_interval()). Read at call time: the
+# worker test harness shortens it.
+LEASE = timedelta(seconds=30)
+MAX_ATTEMPTS = 3  # attempts lost with their worker, then the run fails (CQ-5)
+# The reaper re-enqueues a queued run whose task the broker lost when it is this old.
+QUEUED_LOST_AFTER = timedelta(minutes=5)
+RETRY_MARGIN = 1.0  # seconds after the holder's lease goes stale before trying again
+BUSY_COUNTDOWN = 15.0  # at least this between tries while another run of the partner runs
+
+
+def heartbeat_interval() -> timedelta:
+    return LEASE / 3
+
+
+def worker_lost_message(attempts: int) -> str:
+    """The error ops see on a run given up after its worker was lost MAX_ATTEMPTS times."""
+    return (
+        f"Gave up after {attempts} attempts: the worker running this sync was lost each time "
+        "(killed or crashed, e.g. out of memory on one page). Not retried again; check the "
+        "worker logs, then start a new sync."
+    )
 
 
 class PartnerBusy(Exception):
@@ -38,9 +82,22 @@ class PartnerBusy(Exception):
 
 
 class RetryLater(Exception):
-    def __init__(self, message: str, countdown: float):
+    """Run the task again in `countdown` seconds. `jitter`: the caller may add up to 20 % (many
+    waiting runs must not retry together); off for waits that end at a known moment."""
+
+    def __init__(self, message: str, countdown: float, *, jitter: bool = True):
         super().__init__(message)
         self.countdown = countdown
+        self.jitter = jitter
+
+
+@dataclass(frozen=True)
+class LeaseHeld:
+    """Why a claim failed: the partner lease is held by `run_id` and goes stale (if its owner
+    stops renewing it) in `stale_in` seconds."""
+
+    run_id: int | None
+    stale_in: float
 
 
 def sync_state_for(partner) -> SyncState:
@@ -89,6 +146,87 @@ def _claim_partner(partner, run, token) -> bool:
                 lease_run=run, lease_owner=token, lease_heartbeat_at=now
             )
         return free
+
+
+def _lease_held(partner) -> LeaseHeld:
+    """Who holds the partner lease (read after a failed claim) and when it goes stale."""
+    state = SyncState.objects.get(partner=partner)
+    if state.lease_heartbeat_at is None:
+        return LeaseHeld(state.lease_run_id, 0.0)
+    stale_at = state.lease_heartbeat_at + LEASE
+    return LeaseHeld(state.lease_run_id, max(0.0, (stale_at - timezone.now()).total_seconds()))
+
+
+def _busy(run, held: LeaseHeld) -> RetryLater:
+    """Try again when the holder's lease would go stale. The holder is this very run after its
+    worker died (task_reject_on_worker_lost redelivers at once, before the dead owner's lease
+    is stale): then that is the earliest moment the run may resume, and the one to aim at."""
+    wait = held.stale_in + RETRY_MARGIN
+    if held.run_id == run.id:
+        return RetryLater("this run's previous owner holds the lease", countdown=wait, jitter=False)
+    wait = max(BUSY_COUNTDOWN, wait)
+    return RetryLater("another sync of this partner is running", countdown=wait)
+
+
+def renew_lease(run_id, partner_id, token) -> bool:
+    """One heartbeat of a live owner: the run's and the partner's lease, together or neither
+    (in the engine's lock order: SyncRun, then SyncState). False: the lease is lost."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not SyncRun.objects.filter(id=run_id, owner=token, status=SyncRun.Status.RUNNING).update(
+            heartbeat_at=now
+        ):
+            return False
+        if not SyncState.objects.filter(partner_id=partner_id, lease_owner=token).update(
+            lease_heartbeat_at=now
+        ):
+            transaction.set_rollback(True)
+            return False
+    return True
+
+
+class _Heartbeat:
+    """Renews the owner's leases every heartbeat_interval() from a daemon thread (own database
+    connection, closed at the end) until stop() or until the lease is lost. It dies with its
+    process, so a killed worker's lease goes stale LEASE after the last renewal. It cannot keep
+    a hung owner alive for ever: the task's hard time limit kills the process."""
+
+    def __init__(self, run_id, partner_id, token):
+        self._args = (run_id, partner_id, token)
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(
+            target=self._loop, name=f"sync-heartbeat-{run_id}", daemon=True
+        )
+
+    def start(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(heartbeat_interval().total_seconds()):
+                if not renew_lease(*self._args):
+                    self.lost = True
+                    log.warning("sync run %s: lease lost, heartbeat stopped", self._args[0])
+                    return
+        except Exception:
+            log.exception("sync run %s: heartbeat failed", self._args[0])
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+
+def _start_heartbeat(run, partner, token) -> _Heartbeat | None:
+    """Not inside a caller's transaction (tests, eager tasks): nothing of the run is visible to
+    other connections then, and the heartbeat would wait on the caller's row locks."""
+    if transaction.get_connection().in_atomic_block:
+        return None
+    return _Heartbeat(run.id, partner.id, token).start()
 
 
 def _release_partner(partner, token) -> None:
@@ -174,7 +312,7 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
             owner=None,
             finished_at=timezone.now(),
             error_kind="worker_lost",
-            error_message=f"Gave up after {run.attempts} attempts (worker lost each time).",
+            error_message=worker_lost_message(run.attempts),
         )
         run.refresh_from_db()
         if not run.is_active:
@@ -182,10 +320,12 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
 
     token = uuid.uuid4()
     if not _claim_partner(partner, run, token):
-        raise RetryLater("another sync of this partner is running", countdown=15)
+        raise _busy(run, _lease_held(partner))
+    heartbeat = None
     try:
         if not _claim_run(run.id, token):
             return _reload(run)  # someone else has it (a redelivered duplicate)
+        heartbeat = _start_heartbeat(run, partner, token)
         run.refresh_from_db()
         if run.started_at is None:
             SyncRun.objects.filter(id=run.id).update(started_at=timezone.now())
@@ -266,6 +406,8 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
                 _after_successful_sync(partner)
         return _reload(run)
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         _release_partner(partner, token)
 
 
@@ -282,9 +424,14 @@ def _after_successful_sync(partner) -> None:
 
 
 def _requeue(run_id, token, engine, exc) -> None:
+    """A polite stop (Autotask throttling or outage, budget spent): the run waits, queued. The
+    attempt is given back: `attempts` counts the attempts that ended with their worker lost
+    (plus the one running), so MAX_ATTEMPTS caps crashes, and a run throttled three times is
+    not failed as "worker lost" the first time its worker dies."""
     SyncRun.objects.filter(id=run_id, owner=token).update(
         status=SyncRun.Status.QUEUED,
         owner=None,
+        attempts=F("attempts") - 1,
         error_kind=exc.kind,
         error_message=f"will retry: {exc.message}"[:2000],
         **engine.finish_fields(),
@@ -331,7 +478,7 @@ def reap_stuck_runs(*, now=None) -> dict:
                 owner=None,  # fences a zombie owner: it can no longer commit or finish
                 finished_at=now,
                 error_kind="worker_lost",
-                error_message=f"Stopped after {run.attempts} attempts: the worker was lost.",
+                error_message=worker_lost_message(run.attempts),
             )
         else:
             if SyncRun.objects.filter(
@@ -339,8 +486,9 @@ def reap_stuck_runs(*, now=None) -> dict:
             ).update(status=SyncRun.Status.QUEUED, owner=None, heartbeat_at=now):
                 requeued += 1
                 transaction.on_commit(lambda r=run: run_sync.delay(r.partner_id, r.id))
-    lost = SyncRun.objects.filter(status=SyncRun.Status.QUEUED, created_at__lt=stale).filter(
-        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True)
+    lost_before = now - QUEUED_LOST_AFTER
+    lost = SyncRun.objects.filter(status=SyncRun.Status.QUEUED, created_at__lt=lost_before).filter(
+        Q(heartbeat_at__lt=lost_before) | Q(heartbeat_at__isnull=True)
     )
     for run in lost:
         SyncRun.objects.filter(id=run.id).update(heartbeat_at=now)

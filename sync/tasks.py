@@ -21,8 +21,12 @@ def run_sync(self, partner, run_id):
     try:
         run = services.execute_run(partner=partner, run_id=run_id)
     except services.RetryLater as exc:
-        countdown = min(MAX_COUNTDOWN, exc.countdown) * (0.8 + 0.4 * random.random())
-        log.info("sync run %s: retry in %.0fs (%s)", run_id, countdown, exc)
+        # Jitter only upwards: a countdown is the earliest moment the run can go on (the
+        # holder's lease stale, the budget back), so trying earlier only costs a delivery.
+        countdown = min(MAX_COUNTDOWN, exc.countdown)
+        if exc.jitter:
+            countdown *= 1 + 0.2 * random.random()
+        log.info("sync run %s: retry in %.1fs (%s)", run_id, countdown, exc)
         raise self.retry(countdown=countdown, exc=exc) from exc
     log.info("sync run %s finished: %s", run_id, run.status)
     return run.status

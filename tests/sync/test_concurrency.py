@@ -17,6 +17,7 @@ import pytest
 from django.db import connection as db_connection
 from django.utils import timezone
 
+from integrations.autotask.errors import AutotaskError
 from invoices.models import Invoice
 from sync import services
 from sync.engine import SyncEngine
@@ -397,3 +398,95 @@ def test_a_run_that_lost_the_partner_lease_stops_before_its_next_page(
     assert services.reap_stuck_runs(now=timezone.now() + services.LEASE)["requeued"] == 1
     assert execute(first.id, partner_a).status == SyncRun.Status.SUCCEEDED
     assert Invoice.objects.filter(partner=partner_a).count() == len(settled_invoices(server.db))
+
+
+def test_a_live_owner_slower_than_the_lease_keeps_it_by_its_heartbeat(
+    partner_a, make_sandbox, connect, new_run, pause_at_invoice_page, in_flight, monkeypatch
+):
+    """CQ-4 with a short lease: the owner waits on one page for 3 leases; its heartbeat thread
+    keeps both leases fresh, so neither a duplicate delivery, another run nor the reaper takes
+    it over, and they are told to come back when the lease would go stale."""
+    monkeypatch.setattr(services, "LEASE", timedelta(seconds=1.5))
+    server = make_sandbox(companies=20, invoices=1_500)
+    run = connect(partner_a, server=server).first_run
+    pause = pause_at_invoice_page(2)
+    thread, result = in_thread(execute, run.id, partner_a)
+    assert pause.paused.wait(WAIT)
+    time.sleep(3 * services.LEASE.total_seconds())
+
+    with pytest.raises(services.RetryLater) as same:
+        execute(run.id, partner_a)  # a duplicate delivery of the live run
+    assert not same.value.jitter
+    assert 0 < same.value.countdown <= services.LEASE.total_seconds() + services.RETRY_MARGIN
+    other = new_run(partner_a, SyncRun.Kind.UNPAID)
+    with pytest.raises(services.RetryLater) as busy:
+        execute(other.id, partner_a)
+    assert busy.value.countdown >= services.BUSY_COUNTDOWN
+    assert services.reap_stuck_runs() == {"requeued": 0, "failed": 0}
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.RUNNING and run.attempts == 1
+    assert timezone.now() - run.heartbeat_at < services.LEASE
+
+    pause.go.set()
+    thread.join(WAIT)
+    assert result["value"].status == SyncRun.Status.SUCCEEDED
+    assert result["value"].attempts == 1
+    assert in_flight["runs"] == [run.id]
+    assert SyncState.objects.get(partner=partner_a).lease_owner is None
+
+
+def test_a_redelivered_run_is_told_to_retry_when_its_dead_owners_lease_goes_stale(
+    partner_a, make_sandbox, connect
+):
+    """CQ-2: the pool child was SIGKILLed 1 s after its last heartbeat; the task is redelivered
+    at once. It may not take over yet (the owner might be alive), but it is retried as soon as
+    the lease is stale, not after a fixed wait."""
+    server = make_sandbox(companies=20, invoices=600)
+    run = connect(partner_a, server=server).first_run
+    beat = timezone.now() - timedelta(seconds=1)
+    dead = uuid.uuid4()
+    SyncRun.objects.filter(id=run.id).update(
+        status=SyncRun.Status.RUNNING, owner=dead, heartbeat_at=beat, attempts=1
+    )
+    services.sync_state_for(partner_a)
+    SyncState.objects.filter(partner=partner_a).update(
+        lease_run=run, lease_owner=dead, lease_heartbeat_at=beat
+    )
+    with pytest.raises(services.RetryLater) as retry:
+        execute(run.id, partner_a)
+    stale_in = services.LEASE.total_seconds() - 1
+    assert not retry.value.jitter
+    assert stale_in <= retry.value.countdown <= stale_in + services.RETRY_MARGIN + 1
+
+    # Once it is stale, the next delivery takes the run over: attempt 2, to the end.
+    later = beat - services.LEASE
+    SyncRun.objects.filter(id=run.id).update(heartbeat_at=later)
+    SyncState.objects.filter(partner=partner_a).update(lease_heartbeat_at=later)
+    done = execute(run.id, partner_a)
+    assert (done.status, done.attempts) == (SyncRun.Status.SUCCEEDED, 2)
+
+
+def test_polite_requeues_do_not_use_up_the_attempts_of_lost_workers(
+    partner_a, make_sandbox, connect, monkeypatch
+):
+    """Throttled three times, then lost once: still resumed, not failed as "worker lost"."""
+    server = make_sandbox(companies=20, invoices=600)
+    run = connect(partner_a, server=server).first_run
+    original = SyncEngine.execute
+    calls = []
+
+    def throttled_thrice(engine):
+        calls.append(engine.run.id)
+        if len(calls) <= 3:
+            raise AutotaskError("Autotask is busy")
+        return original(engine)
+
+    monkeypatch.setattr(SyncEngine, "execute", throttled_thrice)
+    for _ in range(3):
+        with pytest.raises(services.RetryLater):
+            execute(run.id, partner_a)
+        run.refresh_from_db()
+        assert (run.status, run.attempts) == (SyncRun.Status.QUEUED, 0)
+    _stale(run, attempts=1)  # the 4th attempt's worker was lost
+    done = execute(run.id, partner_a)
+    assert (done.status, done.attempts) == (SyncRun.Status.SUCCEEDED, 2), done.error_message

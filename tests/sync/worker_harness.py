@@ -2,9 +2,10 @@
 
 `Worker(env).start()` runs `celery -A config worker -Q sync,default -P prefork -c 1
 --without-gossip --without-mingle --without-heartbeat -l INFO` through this module's `__main__`,
-which only shortens the sync lease (`PAYSYNC_TEST_SYNC_LEASE_SECONDS`) before handing over to
-Celery's own command line: with the production lease (5 minutes) a redelivered run waits 5
-minutes before it may take over from its dead worker. Processes are killed by pid only (the
+which only shortens the sync lease (`PAYSYNC_TEST_SYNC_LEASE_SECONDS`, see
+`worker_environment`) before handing over to Celery's own command line: a redelivered run may
+take over from its dead worker only once the dead owner's lease is stale (production: 30 s
+after its last heartbeat; sync/services.py). Processes are killed by pid only (the
 worker and the children listed in /proc), never by name. Every wait is bounded. Other queues
 and pool sizes: `Worker(env, log, queues="webhooks,writeback,default", concurrency=2)`.
 """
@@ -52,6 +53,52 @@ def children(pid: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
     return sorted(set(found))
+
+
+def socket_owner(local_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the TCP socket whose local port is `local_port`, i.e. the process
+    on the client side of a loopback connection (the port a server sees as the peer's).
+    /proc/net/tcp{,6} map the port to a socket inode, /proc/<pid>/fd the inode to a process."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == local_port and fields[9] != "0":
+                inodes.add(fields[9])
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return pid
+    return None
+
+
+def worker_environment(server, *, lease_seconds: float) -> dict[str, str]:
+    """The environment of a worker subprocess: this test's database, Redis, sandbox and keys,
+    and a sync lease of `lease_seconds` (production: sync.services.LEASE)."""
+    from django.conf import settings
+    from django.db import connection
+
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "AUTOTASK_ZONE_LOOKUP_URL": server.zone_lookup_url,
+        "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
+        "PAYSYNC_TEST_SYNC_LEASE_SECONDS": str(lease_seconds),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def alive(pid: int) -> bool:
