@@ -88,21 +88,31 @@ class LocalLimiter(NoopLimiter):
             yield
 
 
-_ACQUIRE_SLOT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  return 1
+# One round trip for "take a concurrency slot, then charge the budget" (the reader of a sync
+# waits on these before every request). KEYS[1] = slot sorted set, KEYS[2] = budget limit,
+# KEYS[3] = budget window (minutes). ARGV: now, slot expiry score, max concurrency, token,
+# slot key TTL (ms), take a slot (1|0), current minute, bucket key prefix, bucket TTL extra (s).
+# The minute buckets ("<prefix><minute>") are named here from the window: they share the
+# "{db}" hash tag of the declared keys, so they live on the same Redis Cluster slot.
+# Returns {status, used including this one, index of the oldest non-empty bucket or -1,
+# window}: status 1 = slot taken and charged, 0 = budget exhausted (nothing taken),
+# -1 = no free slot (nothing charged).
+_ACQUIRE_AND_CHARGE = """
+local take_slot = ARGV[6] == '1'
+if take_slot then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+    return {-1, 0, -1, 0}
+  end
 end
-return 0
-"""
-
-# KEYS[1] = budget limit key; KEYS[2..] = minute buckets, newest first.
-# Returns {allowed(1|0), used_including_this, index_of_oldest_nonempty_bucket_or_-1}.
-_CHARGE_BUDGET = """
-local limit = redis.call('GET', KEYS[1])
-local counts = redis.call('MGET', unpack(KEYS, 2, #KEYS))
+local window = tonumber(redis.call('GET', KEYS[3]) or '60')
+local limit = redis.call('GET', KEYS[2])
+local minute = tonumber(ARGV[7])
+local buckets = {}
+for i = 0, window - 1 do
+  buckets[i + 1] = ARGV[8] .. (minute - i)
+end
+local counts = redis.call('MGET', unpack(buckets))
 local total = 0
 for i = 1, #counts do
   if counts[i] then total = total + tonumber(counts[i]) end
@@ -112,11 +122,15 @@ if limit and total + 1 > tonumber(limit) then
   for i = #counts, 1, -1 do
     if counts[i] and tonumber(counts[i]) > 0 then oldest = i - 1; break end
   end
-  return {0, total, oldest}
+  return {0, total, oldest, window}
 end
-redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-return {1, total + 1, -1}
+redis.call('INCR', buckets[1])
+redis.call('EXPIRE', buckets[1], window * 60 + tonumber(ARGV[9]))
+if take_slot then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
+return {1, total + 1, -1, window}
 """
 
 
@@ -149,8 +163,7 @@ class RedisLimiter:
         self.clock = clock
         self.sleep = sleep
         self.key_prefix = key_prefix
-        self._acquire = redis_client.register_script(_ACQUIRE_SLOT)
-        self._charge = redis_client.register_script(_CHARGE_BUDGET)
+        self._acquire_and_charge = redis_client.register_script(_ACQUIRE_AND_CHARGE)
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> RedisLimiter:
@@ -211,25 +224,43 @@ class RedisLimiter:
 
         Returns the number of requests used in the current window (including this one).
         """
+        return self._run(db_key, slot_key=None, token="")[1]  # no slot asked: charged or raised
+
+    def _run(self, db_key: str, *, slot_key: str | None, token: str) -> tuple[int, int]:
+        """The script: (1, used) when charged (and the slot taken), (-1, 0) when no slot was
+        free; raises AutotaskBudgetExhausted when the budget is spent (nothing taken)."""
         now = self.clock()
         minute = int(now // 60)
         try:
-            window = int(self.redis.get(self._window_key(db_key)) or 60)
-            buckets = [self._key(db_key, "budget", "m", str(minute - i)) for i in range(window)]
-            allowed, used, oldest = self._charge(
-                keys=[self._limit_key(db_key), *buckets],
-                args=[window * 60 + 120],
+            status, used, oldest, window = self._acquire_and_charge(
+                keys=[
+                    slot_key or self._key(db_key, "slots", "-"),
+                    self._limit_key(db_key),
+                    self._window_key(db_key),
+                ],
+                args=[
+                    now,
+                    now + self.lease_seconds,
+                    self.max_concurrency,
+                    token,
+                    int(self.lease_seconds * 1000) + 1000,
+                    1 if slot_key else 0,
+                    minute,
+                    self._key(db_key, "budget", "m", ""),
+                    120,
+                ],
             )
         except Exception as exc:
             raise _limiter_down(exc) from exc
-        if int(allowed) == 1:
-            return int(used)
-        oldest = int(oldest)
+        status, used = int(status), int(used)
+        if status != 0:
+            return status, used
+        oldest, window = int(oldest), int(window)
         # The oldest counted minute leaves the rolling window at (its start + window).
         resume_minute = minute - oldest + window if oldest >= 0 else minute + 1
         resume_at = datetime.fromtimestamp(resume_minute * 60, tz=UTC)
         raise AutotaskBudgetExhausted(
-            f"Autotask request budget exhausted ({int(used)} requests in the last {window} min), "
+            f"Autotask request budget exhausted ({used} requests in the last {window} min), "
             f"resume at {resume_at.isoformat()}",
             resume_at=resume_at,
         )
@@ -263,35 +294,16 @@ class RedisLimiter:
         self.redis.zremrangebyscore(key, "-inf", self.clock())
         return int(self.redis.zcard(key))
 
-    def _try_acquire(self, key: str, token: str) -> bool:
-        now = self.clock()
-        try:
-            got = self._acquire(
-                keys=[key],
-                args=[
-                    now,
-                    now + self.lease_seconds,
-                    self.max_concurrency,
-                    token,
-                    int(self.lease_seconds * 1000) + 1000,
-                ],
-            )
-        except Exception as exc:
-            raise _limiter_down(exc) from exc
-        return int(got) == 1
-
     @contextlib.contextmanager
     def slot(self, db_key: str, endpoint: str) -> Iterator[None]:
-        """Hold one of the endpoint's concurrency slots and charge the budget for one request.
-
-        Waits (bounded by ``slot_wait_timeout``) for a free slot, polling with jittered backoff;
-        then charges the budget — if that raises, the slot is released and nothing is sent.
-        """
+        """Hold one of the endpoint's concurrency slots and charge the budget for one request,
+        in one round trip. Waits (bounded by ``slot_wait_timeout``) for a free slot, polling
+        with jittered backoff; a spent budget raises with nothing taken and nothing sent."""
         key = self._key(db_key, "slots", endpoint.lower())
         token = uuid.uuid4().hex
         deadline = self.clock() + self.slot_wait_timeout
         pause = 0.01
-        while not self._try_acquire(key, token):
+        while self._run(db_key, slot_key=key, token=token)[0] != 1:
             if self.clock() >= deadline:
                 raise AutotaskTransientError(
                     f"no free Autotask concurrency slot for {endpoint} within "
@@ -302,7 +314,6 @@ class RedisLimiter:
             self.sleep(random.uniform(pause / 2, pause))
             pause = min(pause * 2, 0.25)
         try:
-            self.charge(db_key)
             yield
         finally:
             with contextlib.suppress(Exception):  # the lease expires anyway

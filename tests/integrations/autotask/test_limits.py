@@ -154,6 +154,26 @@ def test_budget_counts_every_worker_against_one_database(make_limiter, clock):
     assert not make_limiter().threshold_known("ci:8")
 
 
+def test_slot_and_charge_are_one_round_trip_and_take_nothing_when_refused(
+    make_limiter, clock, redis_client
+):
+    limiter = make_limiter(max_concurrency=1, slot_wait_timeout=0, clock=clock, sleep=clock.sleep)
+    limiter.set_threshold("ci:9", ThresholdInfo(4, 60, 0))  # our budget: 2 an hour
+    calls = []
+    script = limiter._acquire_and_charge
+    limiter._acquire_and_charge = lambda **kw: calls.append(kw) or script(**kw)
+    with limiter.slot("ci:9", "Invoices"):
+        assert len(calls) == 1  # slot + budget in one script call
+        # No free slot: refused without charging the budget.
+        with pytest.raises(AutotaskTransientError), limiter.slot("ci:9", "Invoices"):
+            pass
+    assert limiter.charge("ci:9") == 2  # only the request that got its slot was counted
+    # Budget spent: refused without holding a slot.
+    with pytest.raises(AutotaskBudgetExhausted), limiter.slot("ci:9", "Invoices"):
+        pass
+    assert limiter.in_flight("ci:9", "Invoices") == 0
+
+
 def test_threshold_is_fetched_once_and_reused(make_client, fake, make_limiter):
     limiter = make_limiter()
     fake.api("GET", "ThresholdInformation", (200, {}, threshold(10_000)))
