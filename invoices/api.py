@@ -30,11 +30,26 @@ class InvoiceCreateSerializer(serializers.Serializer):
     number = serializers.CharField(max_length=100)
     invoice_date = serializers.DateField()
     due_date = serializers.DateField(required=False, allow_null=True)
-    total = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
+    total = serializers.DecimalField(
+        max_digits=14, decimal_places=2, min_value=Decimal("0.01"), help_text="Including tax."
+    )
     tax = serializers.DecimalField(
         max_digits=14, decimal_places=2, min_value=Decimal("0"), default=Decimal("0.00")
     )
-    currency = serializers.CharField(max_length=3, min_length=3, default="USD")
+    currency = serializers.RegexField(r"^[A-Za-z]{3}$", default="USD", help_text="e.g. USD")
+
+    def validate(self, attrs):
+        # The same rules as the dashboard's form (invoices/forms.py InvoiceCreateForm).
+        errors = {}
+        due, issued = attrs.get("due_date"), attrs["invoice_date"]
+        if due is not None and due < issued:
+            errors["due_date"] = ["The due date cannot be before the invoice date."]
+        if attrs["tax"] > attrs["total"]:
+            errors["tax"] = ["Tax cannot be more than the total, which includes it."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        attrs["currency"] = attrs["currency"].upper()
+        return attrs
 
 
 class CustomerCreateSerializer(serializers.Serializer):
