@@ -8,6 +8,10 @@
   {"id", "paidDate"}` once (the client's own retries are off: every PATCH is an attempt row),
   and finishes with an UPDATE fenced by its claim token. If the desired state changed meanwhile,
   the row goes back to pending and the latest state is sent next: never a replay of old events.
+- The claim is a lease (`lease()`, a few times the client's connect + read timeout). Just before
+  each HTTP request the relay renews it with an UPDATE fenced by its token; a relay that lost it
+  (paused past the lease, another relay took over) sends nothing. So a claim outlives its
+  relay's last request by at most one request: two relays never PATCH one invoice at once.
 - Transient and throttled errors: backoff with full jitter, at least the server's Retry-After.
   Waits below MAX_COUNTDOWN become a task countdown; any wait is also `next_attempt_at`, which
   the periodic sweep reads, so a message the broker drops is sent anyway.
@@ -48,7 +52,7 @@ from .models import WritebackAttempt, WritebackOutbox
 log = logging.getLogger(__name__)
 
 State = WritebackOutbox.State
-LEASE = timedelta(minutes=2)  # a SENDING row older than this lost its relay (worker killed)
+LEASE_FACTOR = 3  # lease = this many times the client's longest single request
 MAX_ATTEMPTS = 8  # per desired version; then FAILED, visible to ops
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 600.0
@@ -59,6 +63,16 @@ def max_countdown() -> float:
     # Countdowns stay well under the broker's visibility timeout (RELIABILITY §2); longer
     # waits are left to next_attempt_at and the sweep.
     return settings.CELERY_VISIBILITY_TIMEOUT / 2
+
+
+def lease() -> timedelta:
+    """How long a claim lasts without renewal. A SENDING row whose claim is older lost its relay
+    (worker killed). The relay renews the claim just before each request (`_fence`), and a
+    request lasts at most connect + read timeout (one PATCH: the client's own retries are off),
+    so three times that is ample: 105 s in production, 21 s under the test settings."""
+    connect = float(getattr(settings, "AUTOTASK_CONNECT_TIMEOUT_SECONDS", 5.0))
+    read = float(getattr(settings, "AUTOTASK_TIMEOUT_SECONDS", 30.0))
+    return timedelta(seconds=LEASE_FACTOR * (connect + read))
 
 
 def backoff(attempt: int, rng: random.Random | None = None) -> float:
@@ -102,7 +116,11 @@ def outbox_update(*, invoice: Invoice, paid_on: date) -> WritebackOutbox | None:
         outbox.version += 1
         outbox.attempts = 0
         outbox.last_error_kind = outbox.last_error = ""
-        outbox.next_attempt_at = now
+        # A row waiting out a Retry-After (or a backoff) keeps waiting: the server's answer was
+        # about this invoice's requests, not about one version of it (SY-6: never a PATCH
+        # before Retry-After elapsed, even when the payment changes meanwhile).
+        if outbox.next_attempt_at is None or outbox.next_attempt_at < now:
+            outbox.next_attempt_at = now
         if desired == outbox.autotask_paid_date and outbox.state != State.SENDING:
             # Back to what Autotask already has (pay → delete → pay again before the relay
             # ran): nothing to send.
@@ -147,7 +165,7 @@ def _client_for(connection: AutotaskConnection):
 def _claim(partner, outbox_id: int, token: uuid.UUID) -> bool:
     now = timezone.now()
     due = Q(state=State.PENDING) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-    stale = Q(state=State.SENDING, claimed_at__lt=now - LEASE)
+    stale = Q(state=State.SENDING, claimed_at__lt=now - lease())
     return (
         WritebackOutbox.objects.for_partner(partner)
         .filter(pk=outbox_id)
@@ -155,6 +173,35 @@ def _claim(partner, outbox_id: int, token: uuid.UUID) -> bool:
         .update(state=State.SENDING, claim_token=token, claimed_at=now)
         == 1
     )
+
+
+class LeaseLost(Exception):
+    """The relay's claim expired and was taken over: it must not send."""
+
+
+def _renew(outbox_id: int, token: uuid.UUID) -> bool:
+    return (
+        WritebackOutbox.objects.filter(pk=outbox_id, claim_token=token, state=State.SENDING).update(
+            claimed_at=timezone.now()
+        )
+        == 1
+    )
+
+
+def _fence(client, outbox_id: int, token: uuid.UUID) -> None:
+    """Renew the claim just before every HTTP request of `client` (zone lookup, threshold,
+    PATCH), after any limiter wait; raise LeaseLost instead of sending when it is gone."""
+    session = getattr(client, "session", None)
+    if session is None:
+        return
+    request = session.request
+
+    def fenced(*args, **kwargs):
+        if not _renew(outbox_id, token):
+            raise LeaseLost(f"write-back outbox {outbox_id}: claim lost before sending")
+        return request(*args, **kwargs)
+
+    session.request = fenced
 
 
 def _release(outbox_id: int, token: uuid.UUID, **fields) -> bool:
@@ -211,8 +258,14 @@ def writeback_send(*, partner, outbox_id: int, client_factory=None) -> SendResul
     except SecretUnavailable as exc:
         connection.record_error("credentials", str(exc), needs_attention=True)
         return _park(outbox_id, token, attempt, "credentials", str(exc))
+    _fence(client, outbox_id, token)
     try:
         client.set_invoice_paid_date(invoice.autotask_id, desired)
+    except LeaseLost as exc:
+        # Nothing sent; the row belongs to the relay that took over: leave it alone.
+        _complete(attempt, WritebackAttempt.Outcome.RETRY, "lease_lost", str(exc))
+        log.warning("%s", exc)
+        return SendResult("not_claimed")
     except AutotaskAuthError as exc:
         connection.record_error(exc.kind, exc.message, needs_attention=True)
         return _park(outbox_id, token, attempt, f"auth:{exc.kind}", exc.message)
@@ -349,7 +402,7 @@ def writeback_sweep(*, limit: int = SWEEP_BATCH) -> int:
         WritebackOutbox.objects.filter(
             Q(state=State.PENDING, next_attempt_at__lte=now)
             | Q(state=State.PENDING, next_attempt_at__isnull=True)
-            | Q(state=State.SENDING, claimed_at__lt=now - LEASE)
+            | Q(state=State.SENDING, claimed_at__lt=now - lease())
         )
         .order_by("next_attempt_at")
         .values_list("partner_id", "id")[:limit]

@@ -201,7 +201,7 @@ def test_a_claimed_row_is_not_sent_by_a_second_relay(partner_a, synced):
     assert writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk).outcome == "not_claimed"
     assert patches(db) == []
     # the first relay died: after the lease another relay takes over
-    with time_machine.travel(timezone.now() + writeback.LEASE + timedelta(seconds=1)):
+    with time_machine.travel(timezone.now() + writeback.lease() + timedelta(seconds=1)):
         assert writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk).outcome == "sent"
     assert len(patches(db, invoice)) == 1
 
@@ -260,3 +260,65 @@ def test_invoice_paid_in_autotask_is_never_written(partner_a, synced, run_now, n
     services.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("1.00"))
     assert not WritebackOutbox.objects.filter(invoice=invoice).exists()
     assert patches(db) == []
+
+
+def test_a_payment_change_during_retry_after_waits_it_out(partner_a, synced):
+    """SY-6 in small (the bug SY-6 found): paid and sent, deleted, the clear meets a 429 with
+    Retry-After 120; paid again (back-dated, a new paidDate) during the wait. The new version
+    is still not sent before the Retry-After elapsed."""
+    db, invoice = synced["db"], synced["invoices"][0]
+    payment = pay_in_full(partner_a, invoice)
+    writeback.writeback_drain(partner=partner_a)
+    outbox = WritebackOutbox.objects.get(invoice=invoice)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        services.payment_delete(partner=partner_a, payment_id=payment.pk)
+        db.fail_next(1, "429", entity="Invoices", retry_after=120)
+        first = writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk)
+        assert first.outcome == "retry" and first.retry_in >= 120
+        clock.shift(10)
+        invoice.refresh_from_db()
+        services.payment_record(
+            partner=partner_a,
+            invoice_id=invoice.pk,
+            amount=invoice.outstanding,
+            received_at=timezone.now() - timedelta(days=3),
+        )
+        outbox.refresh_from_db()
+        assert outbox.state == "pending" and outbox.next_attempt_at > timezone.now()
+        early = writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk)
+        assert early.outcome == "not_due" and early.retry_in >= 109
+        assert writeback.writeback_drain(partner=partner_a) == []
+        assert len(patches(db, invoice)) == 2  # the payment's, the throttled clear
+        clock.shift(first.retry_in - 10 + 0.01)
+        assert writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk).outcome == "sent"
+    assert paid_date(db, invoice) == (timezone.localdate() - timedelta(days=3)).isoformat()
+
+
+def test_a_relay_that_lost_its_claim_sends_nothing(partner_a, synced):
+    """The claim is renewed, fenced by its token, just before each request: a relay paused past
+    the lease (taken over meanwhile) sends nothing and leaves the row to the new owner."""
+    db, invoice = synced["db"], synced["invoices"][0]
+    pay_in_full(partner_a, invoice)
+    outbox = WritebackOutbox.objects.get(invoice=invoice)
+    real = writeback._client_for
+    taken_over = []
+
+    def client_factory(connection):
+        # the relay is paused here, past its lease; another relay claims the row
+        with time_machine.travel(timezone.now() + writeback.lease() + timedelta(seconds=1)):
+            import uuid
+
+            token = uuid.uuid4()
+            assert writeback._claim(partner_a, outbox.pk, token)
+            taken_over.append(token)
+        return real(connection)
+
+    result = writeback.writeback_send(
+        partner=partner_a, outbox_id=outbox.pk, client_factory=client_factory
+    )
+    assert result.outcome == "not_claimed"
+    assert patches(db) == []
+    outbox.refresh_from_db()
+    assert (outbox.state, outbox.claim_token) == ("sending", taken_over[0])
+    attempt = WritebackAttempt.objects.get(outbox=outbox)
+    assert (attempt.outcome, attempt.error_kind) == ("retry", "lease_lost")
