@@ -11,7 +11,9 @@ Kinds (R3, R10):
 - new_data: invoices created since the cursor (minus an overlap), the companies they need
   (fetched by id, batched), and companies created or changed since the cursor. Idle: 3 requests.
 - unpaid: every unpaid, non-archived Autotask invoice here re-read by id (≤ 400 per request);
-  those Autotask no longer returns are flagged missing (R8), never archived.
+  those Autotask no longer returns are flagged missing (R8), never archived. Then the id
+  reconcile: invoices created in the days before the cursor that are not here (visible in
+  Autotask later than the overlap reaches back) are fetched by id (SY-2).
 
 Invoices younger than the settle time are left for the next run (Autotask can expose an invoice
 before its invoicing run is finished); the cursor stops at the settle cut-off so none is missed.
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 SETTLE_TIME = timedelta(minutes=10)
 OVERLAP = timedelta(hours=2)
 IN_BATCH = 400
+RECONCILE_WINDOW = timedelta(days=3)  # the daily id reconcile's reach before the cursor
 PAGE_SIZE = 500
 PDF_BATCH = 200
 
@@ -199,6 +202,7 @@ class SyncEngine:
         elif kind == SyncRun.Kind.UNPAID:
             self._payment_terms()
             self._unpaid_phase()
+            self._reconcile_phase()
         elif kind == SyncRun.Kind.PDF:
             self._pdf_phase()
         else:
@@ -288,6 +292,44 @@ class SyncEngine:
                 self.cursor["unpaid_after_id"] = chunk[-1]
                 self._commit_page("unpaid")
         self.cursor["unpaid_done"] = True
+
+    def _reconcile_phase(self) -> None:
+        """The daily id reconcile (SY-2). An invoice that becomes visible in Autotask later than
+        the hourly run's OVERLAP reaches back (created before the cursor) is outside every
+        hourly window: list the ids (ids only, 500 a request) of the invoices passing the
+        filters created in the RECONCILE_WINDOW before the cursor, and fetch the ones missing
+        here by id, like an hourly run would. With 24 h between runs, an invoice up to ~2 days
+        late is caught."""
+        if self.cursor.get("reconcile_done"):
+            return
+        until = SyncState.objects.get(partner=self.partner).invoices_created_cursor
+        ids: list[int] = []
+        if until is not None:
+            conds = [
+                *sync_filters.invoice_conditions(self.filters),
+                Q.gte("createDateTime", until - RECONCILE_WINDOW),
+                Q.lte("createDateTime", until),
+            ]
+            query = Query(filters=conds, include_fields=["id"], max_records=PAGE_SIZE)
+            for page in self.client.iter_pages("Invoices", query, parse=False):
+                ids.extend(item["id"] for item in page.items)
+        known = set(
+            Invoice.objects.for_partner(self.partner)
+            .filter(autotask_id__in=ids)
+            .values_list("autotask_id", flat=True)
+        )
+        missing = sorted(set(ids) - known)
+        for start in range(0, len(missing), IN_BATCH):
+            query = Query(filters=[Q.in_("id", missing[start : start + IN_BATCH])])
+            items: list[dict] = []
+            for page in self.client.iter_pages("Invoices", query, parse=False):
+                items.extend(page.items)
+            records = self._parse_records(AutotaskInvoice, items)
+            self._fetch_missing_companies({r.company_id for r in records})
+            with transaction.atomic():
+                self._apply_invoices(records)
+                self._commit_page("reconcile")
+        self.cursor["reconcile_done"] = True
 
     def _pdf_phase(self) -> None:
         """Prefetch PDFs of open invoices whose stored PDF is missing or outdated, newest first,
