@@ -143,6 +143,16 @@ class SandboxDatabase:
             "ci": self.ci,
         }
 
+    def warm(self, entities: tuple[str, ...] = ("Companies", "Invoices")) -> None:
+        """Render every row of the bulk-read entities to JSON once (Table.rows_json caches it),
+        so that reading a page costs the sandbox ~1 ms, not ~11 ms, and a benchmark's 100 ms of
+        latency is not 111 ms. Later changes re-render only the rows they replace."""
+        for name in entities:
+            table = self.table(name)
+            rows = table.snapshot()[1]
+            for start in range(0, len(rows), 1000):
+                table.rows_json(rows[start : start + 1000])
+
     def table(self, entity: str) -> Table:
         return self.tables[entity.lower()]
 

@@ -12,6 +12,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterable
 
+from sandbox import wire
 from sandbox.schema import Entity
 
 Row = tuple
@@ -23,6 +24,25 @@ class Table:
         rows = sorted(rows, key=lambda row: row[0])
         self._snapshot: tuple[list[int], list[Row]] = ([row[0] for row in rows], rows)
         self._lock = threading.Lock()
+        # Each row's JSON, by the row object (rows are immutable: an update is a new tuple).
+        # The entry keeps its row alive, so an id() is never reused while cached.
+        self._json: dict[int, tuple[Row, bytes]] = {}
+
+    def rows_json(self, rows: list[Row]) -> bytes:
+        """`[row, …]` as compact JSON, each row as `{name: value}`: the bytes `wire.dumps` of
+        the rendered dicts would give, without rendering a row twice (a 500-row page of
+        invoices went from ~8 ms to ~1 ms, so the sandbox's own time stays out of latency
+        measurements)."""
+        names, cache, out = self.entity.names, self._json, []
+        for row in rows:
+            hit = cache.get(id(row))
+            if hit is None or hit[0] is not row:
+                if len(cache) > 2 * len(self._snapshot[1]) + 1000:
+                    cache.clear()  # replaced rows would otherwise pile up
+                hit = (row, wire.dumps(dict(zip(names, row, strict=True))))
+                cache[id(row)] = hit
+            out.append(hit[1])
+        return b"[" + b",".join(out) + b"]"
 
     def snapshot(self) -> tuple[list[int], list[Row]]:
         """(ids, rows), parallel and sorted by id. Never mutate them."""

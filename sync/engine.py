@@ -22,10 +22,10 @@ before its invoicing run is finished); the cursor stops at the settle cut-off so
 from __future__ import annotations
 
 import logging
+import queue
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,6 +56,7 @@ OVERLAP = timedelta(hours=2)
 IN_BATCH = 400
 RECONCILE_WINDOW = timedelta(days=3)  # the daily id reconcile's reach before the cursor
 PAGE_SIZE = 500
+READ_AHEAD = 2  # pages read beyond the one being written (Prefetched)
 PDF_BATCH = 200
 
 
@@ -72,21 +73,23 @@ def _parse(value: str | None) -> datetime | None:
 
 
 class Prefetched:
-    """Iterate `pages` (an iterator that does HTTP, e.g. `client.iter_pages`) reading the next
-    item in a helper thread while the caller works on the current one. Use as a context
-    manager, so that stopping early (an exception, LeaseLost) always ends the helper:
+    """Iterate `pages` (an iterator that does HTTP, e.g. `client.iter_pages`) reading ahead in
+    a helper thread while the caller works on the current item. Use as a context manager, so
+    that stopping early (an exception, LeaseLost) always ends the helper:
 
-        with Prefetched(client.iter_pages(...)) as pages:
+        with Prefetched(client.iter_pages(...), depth=READ_AHEAD) as pages:
             for page in pages:
                 ...  # commit the page
 
-    Exactly one item ahead: the next read starts when the caller takes an item, so at most two
-    pages are in memory and one request is in flight; the requests are the same, in the same
-    order, as without prefetching. The helper thread only reads: the caller keeps the database,
-    so pages commit in order on its thread. An exception from a read is raised to the caller,
-    unchanged, when it asks for that item — after every earlier item was handled, as without
-    prefetching. On exit no further read starts; a read in flight is waited for (bounded by
-    the client's timeouts and retries), then `pages` is closed.
+    At most `depth` items are read (or being read) beyond the ones the caller has taken: with
+    depth 1 the next read starts when the caller takes an item; with depth 2 a write that takes
+    longer than a read (a GC pause, a slow commit) does not stall the reader. One reader, so
+    one request in flight, and the requests are the same, in the same order, as without
+    prefetching. The helper thread only reads: the caller keeps the database, so pages commit
+    in order on its thread. An exception from a read is raised to the caller, unchanged, when
+    it asks for that item — after every earlier item was handled, as without prefetching. On
+    exit no further read starts; a read in flight is waited for (bounded by the client's
+    timeouts and retries), then `pages` is closed.
 
     While any Prefetched is open, the interpreter's thread switch interval is 0.5 ms instead of
     5 ms. The reader is I/O-bound (Redis limiter round trips, the HTTP exchange read in 10 KB
@@ -102,10 +105,15 @@ class Prefetched:
     _saved_interval: float | None = None
     _lock = threading.Lock()
 
-    def __init__(self, pages: Iterator, *, name: str = "autotask-prefetch"):
+    def __init__(self, pages: Iterator, *, depth: int = 1, name: str = "autotask-prefetch"):
+        if depth < 1:
+            raise ValueError("depth must be at least 1")
         self._pages = pages
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._future = None
+        self._name = name
+        self._permits = threading.Semaphore(depth)  # reads allowed beyond what was taken
+        self._items: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._entered = False
 
     def __enter__(self) -> Prefetched:
@@ -118,24 +126,44 @@ class Prefetched:
         self._entered = True
         return self
 
-    def __iter__(self) -> Iterator:
-        self._future = self._executor.submit(next, self._pages, self._END)
+    def _read(self) -> None:
         while True:
-            item = self._future.result()  # re-raises the read's exception, unchanged
-            if item is self._END:
-                self._future = None
+            self._permits.acquire()
+            if self._stop.is_set():
                 return
-            self._future = self._executor.submit(next, self._pages, self._END)
+            try:
+                item = next(self._pages, self._END)
+            except BaseException as exc:  # handed to the caller, unchanged, in order
+                self._items.put((False, exc))
+                return
+            self._items.put((True, item))
+            if item is self._END:
+                return
+
+    def __iter__(self) -> Iterator:
+        self._thread = threading.Thread(target=self._read, name=self._name, daemon=True)
+        self._thread.start()
+        while True:
+            ok, item = self._items.get()
+            if not ok:
+                raise item
+            if item is self._END:
+                return
+            self._permits.release()  # taken: the reader may read one more
             yield item
 
     def __exit__(self, *exc_info) -> None:
         self.close()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._stop.set()
+        self._permits.release()  # wakes a reader waiting for a permit
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
         close = getattr(self._pages, "close", None)
         if close is not None:
-            close()  # the helper is done: closing the generator here is safe
+            close()  # the reader is done: closing the generator here is safe
         if self._entered:
             self._entered = False
             cls = type(self)
@@ -181,8 +209,18 @@ class SyncEngine:
         kind = self.run.kind
         if kind == SyncRun.Kind.INITIAL:
             self._payment_terms()
-            self._companies_phase(sync_filters.company_conditions(self.filters))
-            self._invoices_phase(self._settled(sync_filters.invoice_conditions(self.filters)))
+            invoice_conditions = self._settled(sync_filters.invoice_conditions(self.filters))
+            self._read_phases(
+                [
+                    (
+                        "companies",
+                        "Companies",
+                        sync_filters.company_conditions(self.filters),
+                        self._company_page,
+                    ),
+                    ("invoices", "Invoices", invoice_conditions, self._invoice_page(False)),
+                ]
+            )
         elif kind == SyncRun.Kind.NEW_DATA:
             state = SyncState.objects.get(partner=self.partner)
             inv_since = state.invoices_created_cursor
@@ -221,39 +259,71 @@ class SyncEngine:
         self.payment_terms = {int(k): v for k, v in terms.items()}
 
     def _companies_phase(self, conditions: list, phase: str = "companies") -> None:
-        if self.cursor.get(f"{phase}_done"):
-            return
-        after = self.cursor.get(f"{phase}_after_id", 0)
-        query = Query(filters=[*conditions, Q.gt("id", after)], max_records=PAGE_SIZE)
-        with Prefetched(self.client.iter_pages("Companies", query, parse=False)) as pages:
-            for page in pages:
-                companies = self._parse_records(Company, page.items)
-                rows = [customer_values_from_company(c) for c in companies]
-                last_id = max((item.get("id", 0) for item in page.items), default=after)
-                with transaction.atomic():
-                    self._apply_customers(rows)
-                    self.cursor[f"{phase}_after_id"] = last_id
-                    self._commit_page(phase)
-        self.cursor[f"{phase}_done"] = True
-        self._commit_state(phase)
+        self._read_phases([(phase, "Companies", conditions, self._company_page)])
 
     def _invoices_phase(self, conditions: list, *, fetch_missing_companies: bool = False) -> None:
-        if self.cursor.get("invoices_done"):
+        self._read_phases(
+            [("invoices", "Invoices", conditions, self._invoice_page(fetch_missing_companies))]
+        )
+
+    def _read_phases(self, phases: list[tuple[str, str, list, Callable]]) -> None:
+        """Page through each phase's query in order — (phase, entity, conditions, handle_page)
+        — with one reader READ_AHEAD pages ahead across phase boundaries: the next phase's
+        first page is read while the last pages of this one are written. Each page commits
+        with its phase's cursor (`<phase>_after_id`); a phase ends with `<phase>_done`, and a
+        phase already done (a resumed run) is skipped. Same requests, same order, one at a
+        time, as phase after phase."""
+        plans = []
+        for phase, entity, conditions, handle in phases:
+            if self.cursor.get(f"{phase}_done"):
+                continue
+            after = self.cursor.get(f"{phase}_after_id", 0)
+            query = Query(filters=[*conditions, Q.gt("id", after)], max_records=PAGE_SIZE)
+            plans.append((phase, entity, query, handle))
+        if not plans:
             return
-        after = self.cursor.get("invoices_after_id", 0)
-        query = Query(filters=[*conditions, Q.gt("id", after)], max_records=PAGE_SIZE)
-        with Prefetched(self.client.iter_pages("Invoices", query, parse=False)) as pages:
-            for page in pages:
-                records = self._parse_records(AutotaskInvoice, page.items)
-                if fetch_missing_companies:
-                    self._fetch_missing_companies({r.company_id for r in records})
-                last_id = max((item.get("id", 0) for item in page.items), default=after)
-                with transaction.atomic():
-                    self._apply_invoices(records)
-                    self.cursor["invoices_after_id"] = last_id
-                    self._commit_page("invoices")
-        self.cursor["invoices_done"] = True
-        self._commit_state("invoices")
+        client = self.client
+
+        def pages():
+            for phase, entity, query, _ in plans:
+                for page in client.iter_pages(entity, query, parse=False):
+                    yield phase, page
+                yield phase, None  # the phase's last page was read
+
+        handlers = {phase: handle for phase, _, _, handle in plans}
+        with Prefetched(pages(), depth=READ_AHEAD) as stream:
+            for phase, page in stream:
+                if page is None:
+                    self.cursor[f"{phase}_done"] = True
+                    self._commit_state(phase)
+                else:
+                    handlers[phase](phase, page)
+
+    def _last_id(self, phase: str, page) -> int:
+        after = self.cursor.get(f"{phase}_after_id", 0)
+        return max((item.get("id", 0) for item in page.items), default=after)
+
+    def _company_page(self, phase: str, page) -> None:
+        companies = self._parse_records(Company, page.items)
+        rows = [customer_values_from_company(c) for c in companies]
+        last_id = self._last_id(phase, page)
+        with transaction.atomic():
+            self._apply_customers(rows)
+            self.cursor[f"{phase}_after_id"] = last_id
+            self._commit_page(phase)
+
+    def _invoice_page(self, fetch_missing_companies: bool) -> Callable:
+        def handle(phase: str, page) -> None:
+            records = self._parse_records(AutotaskInvoice, page.items)
+            if fetch_missing_companies:
+                self._fetch_missing_companies({r.company_id for r in records})
+            last_id = self._last_id(phase, page)
+            with transaction.atomic():
+                self._apply_invoices(records)
+                self.cursor[f"{phase}_after_id"] = last_id
+                self._commit_page(phase)
+
+        return handle
 
     def _unpaid_phase(self) -> None:
         after = self.cursor.get("unpaid_after_id", 0)

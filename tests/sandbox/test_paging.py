@@ -109,3 +109,36 @@ def test_paths_are_case_insensitive(at):
         ],
         list,
     )
+
+
+def test_page_bytes_from_cached_rows_equal_rendering_each_row_and_follow_updates(at):
+    from sandbox import query, wire
+
+    db = at.db
+    first = at.query("Invoices", {"op": "gt", "field": "id", "value": 0}, MaxRecords=50)
+    assert first.status_code == 200
+    table = db.table("Invoices")
+    _, rows = table.snapshot()
+    expected = wire.dumps(query.render(rows[:50], table.entity, None))
+    assert first.content.startswith(b'{"items":' + expected + b',"pageDetails":')
+    assert first.json()["pageDetails"]["count"] == len(rows[:50]) > 3
+    # A change in Autotask is a new row: the next answer shows it, never the cached JSON.
+    target = first.json()["items"][3]["id"]
+    assert at.patch("Invoices", {"id": target, "paidDate": None}).status_code == 200
+    again = at.query("Invoices", {"op": "eq", "field": "id", "value": target})
+    assert again.json()["items"][0]["paidDate"] is None
+    row = dict(zip(table.entity.names, table.get(target), strict=True))
+    assert again.json()["items"][0] == json.loads(wire.dumps(row))
+
+
+def test_a_warmed_database_answers_pages_from_the_cache_with_the_same_bytes(make_sandbox):
+    server = make_sandbox(companies=30, invoices=600)
+    db = server.db
+    at = AutotaskHttp(server, db)
+    cold = at.query("Invoices", ALL).content
+    table = db.table("Invoices")
+    table._json.clear()
+    db.warm()
+    assert len(table._json) == len(table)  # every row rendered once
+    warm = at.query("Invoices", ALL).content
+    assert warm == cold

@@ -19,7 +19,7 @@ from integrations.autotask.client import AutotaskClient
 from integrations.autotask.errors import AutotaskResponseError, AutotaskTransientError
 from invoices.models import Invoice
 from sync import services
-from sync.engine import Prefetched, SyncEngine
+from sync.engine import READ_AHEAD, Prefetched, SyncEngine
 from sync.models import ChangeLogEntry, SyncRun
 
 from .test_concurrency import page_requests, settled_invoices
@@ -81,6 +81,24 @@ def test_items_come_in_order_read_on_another_thread_one_ahead():
     assert threading.current_thread().name not in source.threads
     # The next read overlaps the handling of the current page.
     assert source.events.index(("got", 2)) < source.events.index(("handled", 1))
+    assert source.closed
+    assert not prefetch_threads()
+
+
+def test_with_depth_2_the_reader_runs_two_ahead_and_never_more():
+    source = Source(6, delay=0.005)
+    with Prefetched(source, depth=2) as pages:
+        for page in pages:
+            # A slow write: the reader goes on with the next two reads, and stops there.
+            if page <= 4:
+                deadline = time.monotonic() + 10
+                while ("got", page + 2) not in source.events and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                assert ("got", page + 2) in source.events
+            time.sleep(0.02)
+            reads = [i for what, i in source.events if what == "read"]
+            assert max(reads) <= page + 2
+    assert [i for what, i in source.events if what == "read"] == [1, 2, 3, 4, 5, 6]
     assert source.closed
     assert not prefetch_threads()
 
@@ -258,6 +276,7 @@ def test_lease_lost_at_page_2_rolls_it_back_and_reads_nothing_after_the_page_in_
     assert after.status == SyncRun.Status.RUNNING  # left to the reaper
     assert Invoice.objects.filter(partner=partner_a).count() == 500  # page 2 rolled back
     assert after.cursor["invoices_after_id"] == ids_in_order(server.db)[499]
-    assert invoice_reads.pages <= 3  # pages 1, 2 and the one in flight; none after
+    # Pages 1, 2 and the READ_AHEAD read (or being read) beyond page 2; none after.
+    assert invoice_reads.pages <= 2 + READ_AHEAD
     assert len(page_requests(server.db, "Invoices")) == invoice_reads.pages
     assert not prefetch_threads()

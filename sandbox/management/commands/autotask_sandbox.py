@@ -91,10 +91,13 @@ class Command(BaseCommand):
             databases = [SandboxDatabase(**spec) for spec in specs]
         except TypeError as error:
             raise CommandError(f"bad database settings: {error}") from error
+        generated = time.perf_counter() - started
+        for db in databases:
+            db.warm()
         server = SandboxServer(databases, host=host, port=port).start()
         self.stdout.write(
-            f"Autotask sandbox on {server.base_url} "
-            f"(data generated in {time.perf_counter() - started:.2f}s)"
+            f"Autotask sandbox on {server.base_url} (data generated in {generated:.2f}s, "
+            f"pages pre-rendered in {time.perf_counter() - started - generated:.2f}s)"
         )
         self.stdout.write(f"  zone lookup: {server.zone_lookup_url}?user=<username>")
         self.stdout.write(f"  control:     {server.control_url}databases  (see sandbox/README.md)")
