@@ -192,7 +192,12 @@ def webhook_event_receive(*, endpoint_id: str, headers, body: bytes) -> Receipt:
     if not duplicate and not problem:
         from .tasks import process_webhook_event
 
-        transaction.on_commit(lambda: process_webhook_event.delay(settings_obj.partner_id, row.pk))
+        # Robust: the event is committed, so a broker error (Redis down) must not turn the
+        # answer into a 500; the row stays "received" and the stale-event sweep enqueues it
+        # (CQ-7). The error is logged by Django.
+        transaction.on_commit(
+            lambda: process_webhook_event.delay(settings_obj.partner_id, row.pk), robust=True
+        )
     if problem:
         return Receipt(400, {"detail": problem.detail, "code": problem.reason})
     if duplicate:
