@@ -205,6 +205,8 @@ def start_processes(args, env: dict, tmp: Path):
                 "prefork",
                 "-c",
                 str(args.worker_concurrency),
+                "--prefetch-multiplier",
+                str(args.worker_prefetch),
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -462,6 +464,12 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=50)
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument(
+        "--worker-prefetch",
+        type=int,
+        default=1,
+        help="the worker's --prefetch-multiplier (docker-compose's payments worker: see there)",
+    )
     parser.add_argument(
         "--worker-nice",
         type=int,

@@ -121,7 +121,7 @@ def sync_run_create(
         return None
     sync_state_for(partner)
     if enqueue:
-        transaction.on_commit(lambda: run_sync.delay(partner.id, run.id))
+        transaction.on_commit(lambda: run_sync.delay(partner.id, run.id), robust=True)
     return run
 
 
@@ -485,13 +485,13 @@ def reap_stuck_runs(*, now=None) -> dict:
                 id=run.id, status=SyncRun.Status.RUNNING, heartbeat_at=run.heartbeat_at
             ).update(status=SyncRun.Status.QUEUED, owner=None, heartbeat_at=now):
                 requeued += 1
-                transaction.on_commit(lambda r=run: run_sync.delay(r.partner_id, r.id))
+                transaction.on_commit(lambda r=run: run_sync.delay(r.partner_id, r.id), robust=True)
     lost_before = now - QUEUED_LOST_AFTER
     lost = SyncRun.objects.filter(status=SyncRun.Status.QUEUED, created_at__lt=lost_before).filter(
         Q(heartbeat_at__lt=lost_before) | Q(heartbeat_at__isnull=True)
     )
     for run in lost:
         SyncRun.objects.filter(id=run.id).update(heartbeat_at=now)
-        transaction.on_commit(lambda r=run: run_sync.delay(r.partner_id, r.id))
+        transaction.on_commit(lambda r=run: run_sync.delay(r.partner_id, r.id), robust=True)
         requeued += 1
     return {"requeued": requeued, "failed": failed}
