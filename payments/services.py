@@ -417,9 +417,12 @@ def webhook_event_process(*, partner, event_id: int) -> WebhookEvent | None:
     """Apply one stored event (received, or parked and being re-matched). Safe to run twice
     and concurrently: the event row is locked, and a processed event is left alone."""
     with transaction.atomic():
+        # FOR UPDATE OF the event row only: a plain FOR UPDATE also locked the joined
+        # PaymentSettings row, and every webhook acknowledgement (its INSERT checks the
+        # settings foreign key with FOR KEY SHARE) waited for the event being processed.
         event = (
             WebhookEvent.objects.for_partner(partner)
-            .select_for_update()
+            .select_for_update(of=("self",))
             .select_related("settings")
             .filter(pk=event_id)
             .first()

@@ -293,3 +293,52 @@ def test_secret_key_helper_registers_the_secret_for_log_masking(setup):
 
     webhooks.secret_key(setup["secret_a"])
     assert setup["secret_a"] not in mask_secrets(f"oops {setup['secret_a']}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_acknowledgement_does_not_wait_for_an_event_being_processed(
+    partner_a, sender_for, make_invoice, monkeypatch
+):
+    """The task locks its event row, not the endpoint's settings row: a delivery's INSERT
+    (whose foreign-key check takes FOR KEY SHARE on that row) must not queue behind it."""
+    import threading
+
+    from django.db import connection
+
+    from payments import tasks
+
+    monkeypatch.setattr(tasks.process_webhook_event, "delay", lambda *a, **k: None)
+    sender, invoice = sender_for(partner_a), make_invoice(partner_a)
+    assert sender.send(event("succeeded", "pay_1", invoice)).status_code == 202
+    event_id = WebhookEvent.objects.get().pk
+    holding, release = threading.Event(), threading.Event()
+    original = services._advisory_lock
+
+    def lock_and_hold(partner_id, key):  # called with the event row locked
+        original(partner_id, key)
+        holding.set()
+        release.wait(10)
+
+    monkeypatch.setattr(services, "_advisory_lock", lock_and_hold)
+
+    def process():
+        try:
+            services.webhook_event_process(partner=partner_a, event_id=event_id)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=process)
+    worker.start()
+    try:
+        assert holding.wait(10)
+        with connection.cursor() as cur:
+            cur.execute("SET lock_timeout = '2s'")  # waiting would fail, not hang
+        answer = sender.send(event("succeeded", "pay_2", invoice))
+    finally:
+        release.set()
+        worker.join(10)
+        with connection.cursor() as cur:
+            cur.execute("SET lock_timeout = 0")
+    assert answer.status_code == 202
+    assert WebhookEvent.objects.count() == 2
+    assert WebhookEvent.objects.get(pk=event_id).status == WebhookEvent.Status.PROCESSED
