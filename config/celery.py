@@ -4,7 +4,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.development")
 
@@ -33,3 +33,19 @@ def _task_request_id(task_id=None, **kwargs):
     from config.logging import request_id_var
 
     request_id_var.set(f"task-{task_id}")
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _database_connections(task=None, **kwargs):
+    """Tasks treat database connections as requests do: `close_old_connections()` before and
+    after each task, so CONN_MAX_AGE and the health check apply. Celery's Django fixup would
+    otherwise close (and the next task reopen, a new PostgreSQL backend each time) every
+    connection around every task: ~10 % of a payments worker's time went to connecting.
+    CELERY_DB_REUSE_MAX (settings) keeps the fixup from doing so. Eager tasks run inside the
+    caller's transaction and are left alone, as the fixup does."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()

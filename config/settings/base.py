@@ -145,6 +145,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": env.get_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
     "polling_interval": CELERY_BROKER_POLLING_INTERVAL,
 }
+# Celery's Django fixup closes every database connection before and after each task unless
+# this is set (it then closes them every 2 x N tasks); config/celery.py instead runs Django's
+# close_old_connections() around each task, honouring DB_CONN_MAX_AGE and the health check.
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

@@ -1,5 +1,7 @@
 """The Celery configuration of ../shared/RELIABILITY.md §2 (CQ-1, the configuration half)."""
 
+import pytest
+
 from config.celery import app
 
 
@@ -43,3 +45,29 @@ def test_separate_queues_for_sync_writeback_webhooks():
 
 def test_beat_uses_the_database_scheduler():
     assert app.conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tasks_keep_their_database_connection_like_requests_do():
+    """Celery's Django fixup would close every connection around every task (a new PostgreSQL
+    backend per task); we keep it while CONN_MAX_AGE allows, and close an obsolete one."""
+    import time
+    from types import SimpleNamespace
+
+    from celery.signals import task_postrun, task_prerun
+    from django.db import connection
+
+    assert app.conf.get("CELERY_DB_REUSE_MAX") >= 1_000  # the fixup leaves connections alone
+
+    class Task:  # what the signals pass: a task whose request is not eager
+        request = SimpleNamespace(is_eager=False)
+
+    task = Task()
+    connection.ensure_connection()
+    raw = connection.connection
+    for signal in (task_prerun, task_postrun, task_prerun):
+        signal.send(sender=task, task_id="t", task=task)
+    assert connection.connection is raw
+    connection.close_at = time.monotonic() - 1  # past CONN_MAX_AGE
+    task_postrun.send(sender=task, task_id="t", task=task)
+    assert connection.connection is None  # closed; the next query opens a fresh one
