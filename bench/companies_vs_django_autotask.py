@@ -65,18 +65,14 @@ REQUIREMENTS = ["django-autotask==1.16.0", "Django>=5.2,<5.3", "psycopg2-binary"
 
 def child(args) -> None:
     common.setup_django()
-    from integrations import services as integration_services
-    from partners.models import Partner
-    from sync import services, tasks
+    from sync import services
     from sync.engine import SyncEngine
     from sync.models import SyncRun
 
-    tasks.run_sync.delay = lambda *a, **k: None  # the bench executes the run itself
     # The companies phase: from the end of PaymentTerms (the reader starts on Companies) to the
     # commit that marks the phase done. The reader may already be reading the (empty) Invoices
     # page while the last companies page is written; that request is not counted here.
     marks: dict[str, float] = {}
-    clients = []
     original_terms, original_state = SyncEngine._payment_terms, SyncEngine._commit_state
 
     def payment_terms(self):
@@ -94,26 +90,9 @@ def child(args) -> None:
 
     SyncEngine._payment_terms = payment_terms
     SyncEngine._commit_state = commit_state
-    build = services.build_client
-
-    def build_client(connection):
-        client = build(connection)
-        clients.append(client)
-        return client
-
-    services.build_client = build_client
-    partner = Partner.objects.create(
-        name=args.partner, primary_integration=Partner.Integration.AUTOTASK
-    )
-    conn = integration_services.autotask_connect(
-        partner=partner,
-        actor=None,
-        account_email="ops@example.test",
-        username=common.SANDBOX_USER,
-        secret=common.SANDBOX_SECRET,
-        identifier="invoice_number",
-        filters={"active_only": True},
-    )
+    clients = common.capture_clients()
+    conn = common.connect_partner(args.partner, filters={"active_only": True})
+    partner = conn.partner
     print(json.dumps({"marker": "connected"}), flush=True)
     sys.stdin.readline()  # the parent resets the sandbox log, then says go
     started = time.perf_counter()

@@ -224,7 +224,23 @@ def setup_django():
     django.setup()
 
 
-def connect_partner(name: str = "Bench MSP"):
+def capture_clients() -> list:
+    """Every Autotask client the sync builds from now on, in order (for their request stats)."""
+    from sync import services
+
+    clients = []
+    build = services.build_client
+
+    def build_client(connection):
+        client = build(connection)
+        clients.append(client)
+        return client
+
+    services.build_client = build_client
+    return clients
+
+
+def connect_partner(name: str = "Bench MSP", *, filters: dict | None = None):
     """A partner connected to the sandbox the way the Connect form does; its first run is
     created but not enqueued (no worker here). Returns the connection."""
     from integrations import services as integration_services
@@ -240,7 +256,7 @@ def connect_partner(name: str = "Bench MSP"):
         username=SANDBOX_USER,
         secret=SANDBOX_SECRET,
         identifier="invoice_number",
-        filters={},
+        filters=filters or {},
     )
 
 

@@ -39,7 +39,6 @@ def child(args) -> None:
     from sync.models import SyncRun
 
     timers = {"apply_invoices": 0.0, "apply_customers": 0.0, "commit": 0.0}
-    clients = []
 
     def timed(name, fn):
         def wrapper(*a, **k):
@@ -54,14 +53,7 @@ def child(args) -> None:
     SyncEngine._apply_invoices = timed("apply_invoices", SyncEngine._apply_invoices)
     SyncEngine._apply_customers = timed("apply_customers", SyncEngine._apply_customers)
     SyncEngine._commit_page = timed("commit", SyncEngine._commit_page)
-    build = services.build_client
-
-    def build_client(connection):
-        client = build(connection)
-        clients.append(client)
-        return client
-
-    services.build_client = build_client
+    clients = common.capture_clients()
     conn = common.connect_partner(args.partner)
     sandbox_log_before = int(args.log_before or 0)
     rss_before = common.peak_rss_mb()

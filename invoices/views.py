@@ -12,7 +12,7 @@ from config.api import DomainError
 from customers import services as customer_services
 from customers.models import Customer
 from partners.tenancy import PartnerRequiredMixin
-from partners.views import PartnerPageView
+from partners.views import PartnerPageMixin, PartnerPageView
 
 from . import services
 from .forms import CustomerCreateForm, InvoiceCreateForm
@@ -130,17 +130,9 @@ class CustomerArchiveView(PartnerRequiredMixin, View):
 # the paidDate write-back skip.
 
 
-class _PartnerFormView(PartnerRequiredMixin, FormView):
+class _PartnerFormView(PartnerPageMixin, FormView):
     """A dashboard form page: POST, then redirect (and a message) on success; the form again
     with its field errors otherwise, nothing stored."""
-
-    nav = ""
-    title = ""
-
-    def get_context_data(self, **kwargs):
-        ctx = super().get_context_data(**kwargs)
-        ctx.update(nav=self.nav, title=self.title, partner=self.partner)
-        return ctx
 
 
 class CustomerCreateView(_PartnerFormView):

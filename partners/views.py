@@ -4,8 +4,9 @@ from .models import User
 from .tenancy import PartnerRequiredMixin
 
 
-class PartnerPageView(PartnerRequiredMixin, TemplateView):
-    """A dashboard page of the signed-in partner. `nav` marks the active navigation entry."""
+class PartnerPageMixin(PartnerRequiredMixin):
+    """A dashboard page of the signed-in partner (with a TemplateView, FormView, …). `nav`
+    marks the active navigation entry."""
 
     nav = ""
     title = ""
@@ -14,6 +15,10 @@ class PartnerPageView(PartnerRequiredMixin, TemplateView):
         ctx = super().get_context_data(**kwargs)
         ctx.update(nav=self.nav, title=self.title, partner=self.partner)
         return ctx
+
+
+class PartnerPageView(PartnerPageMixin, TemplateView):
+    pass
 
 
 class DashboardHomeView(PartnerPageView):

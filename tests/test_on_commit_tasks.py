@@ -39,7 +39,6 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from customers.models import Customer
-from integrations import services as integration_services
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
 from partners.models import Partner
@@ -50,6 +49,7 @@ from payments.writeback import writeback_retry
 from sync import services as sync_services
 from sync.manual import manual_sync_start
 from sync.models import SyncRun
+from tests.fixtures.sync import connect_to
 from tests.sync.worker_harness import Worker, wait_for, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -271,16 +271,7 @@ def rollback_actions(w):
         assert sync_services.reap_stuck_runs()["requeued"] >= 1
 
     def connect():
-        db = w["sandbox"].db
-        conn = integration_services.autotask_connect(
-            partner=w["newcomer"],
-            actor=None,
-            account_email="ops@example.test",
-            username=db.username,
-            secret=db.secret,
-            identifier="invoice_number",
-            filters={},
-        )
+        conn = connect_to(w["newcomer"], w["sandbox"].db)
         assert conn.first_run is not None
 
     return [

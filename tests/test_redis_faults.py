@@ -48,7 +48,6 @@ from django.db.models.functions import Coalesce
 from django.test import Client
 from django.utils import timezone
 
-from integrations import services as integration_services
 from invoices.models import Invoice
 from payments import services as payment_services
 from payments import webhooks
@@ -57,6 +56,8 @@ from payments.writeback import writeback_sweep
 from sandbox.state import SandboxDatabase
 from sync import services as sync_services
 from sync.models import SyncRun
+from tests.fixtures.sandbox import reopen_paid_invoices
+from tests.fixtures.sync import connect_to
 from tests.sync.worker_harness import Worker, alive, wait_for, worker_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -160,13 +161,6 @@ def own_redis(settings, tmp_path):
         server.kill()
 
 
-def reopen_invoices(server) -> None:
-    for db in server.databases:
-        for row in db.invoices():  # most generated invoices are old and paid: reopen them
-            if row["paidDate"] and not row.get("isVoided"):
-                db.update_invoice(row["id"], paidDate=None)
-
-
 @pytest.fixture
 def start_worker(tmp_path):
     started: list[Worker] = []
@@ -188,7 +182,7 @@ def paying_partner(partner_a, connect, run_now, make_sandbox, own_redis):
     """Partner A connected to a sandbox with open invoices and synced, its webhook endpoint;
     the broker left empty (the connect's message was for the run already done here)."""
     server = make_sandbox(companies=20, invoices=120)
-    reopen_invoices(server)
+    reopen_paid_invoices(server)
     conn = connect(partner_a, server=server)
     run = run_now(conn.first_run)
     assert run.status == "succeeded", run.error_message
@@ -415,15 +409,7 @@ def test_flushall_mid_sync_the_flushed_run_resumes(
     start_worker(server, own_redis, concurrency=1)
 
     def connect(partner, db):
-        return integration_services.autotask_connect(
-            partner=partner,
-            actor=None,
-            account_email="ops@example.test",
-            username=db.username,
-            secret=db.secret,
-            identifier="invoice_number",
-            filters={},
-        ).first_run
+        return connect_to(partner, db).first_run
 
     run_a = connect(partner_a, dbs[0])
     wait_for(

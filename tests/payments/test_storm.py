@@ -35,13 +35,19 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
-from django.db import connection as db_connection
 
 from invoices.models import Invoice
 from payments import services, webhooks
 from payments.models import Payment, WebhookEvent, WritebackOutbox
-from tests.sync.worker_harness import ROOT, Worker, alive, children, wait_for
+from tests.fixtures.sandbox import reopen_paid_invoices
+from tests.sync.worker_harness import (
+    ROOT,
+    Worker,
+    alive,
+    children,
+    wait_for,
+    worker_environment,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -135,26 +141,13 @@ def storm_env(partner_a, connect, run_now, make_sandbox, tmp_path):
     """The sandbox with enough open invoices, the partner connected and synced, its webhook
     endpoint, and the environment of the server and worker subprocesses."""
     server = make_sandbox(companies=100, invoices=int(EVENTS * 1.2))
-    for row in server.db.invoices():  # most generated invoices are old and paid: reopen them
-        if row["paidDate"] and not row.get("isVoided"):
-            server.db.update_invoice(row["id"], paidDate=None)
+    reopen_paid_invoices(server)
     conn = connect(partner_a, server=server)
     run = run_now(conn.first_run)
     assert run.status == "succeeded", run.error_message
     server.db.reset_counters()
     endpoint, secret = services.payment_settings_create(partner=partner_a)
-    db = db_connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "AUTOTASK_ZONE_LOOKUP_URL": server.zone_lookup_url,
-        "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = worker_environment(server)
     from config.celery import app
 
     app.control.purge()  # the sync's own message and anything left over

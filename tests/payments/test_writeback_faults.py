@@ -64,15 +64,14 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.conf import settings
-from django.db import connection as db_connection
 from django.utils import timezone
 
 from invoices.models import Invoice
 from payments import services, writeback
 from payments.models import Payment, WritebackAttempt, WritebackOutbox
 from sandbox.faults import Fault, FaultPlan
-from tests.sync.worker_harness import Worker, wait_for
+from tests.fixtures.sandbox import reopen_paid_invoices
+from tests.sync.worker_harness import Worker, wait_for, worker_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -151,9 +150,7 @@ def wire_date(day) -> str | None:
 @pytest.fixture
 def sy6_env(partner_a, connect, run_now, make_sandbox):
     server = make_sandbox(companies=100, invoices=int(INVOICES * 1.3), latency_ms=LATENCY_MS)
-    for row in server.db.invoices():  # most generated invoices are old and paid: reopen them
-        if row["paidDate"] and not row.get("isVoided"):
-            server.db.update_invoice(row["id"], paidDate=None)
+    reopen_paid_invoices(server)
     conn = connect(partner_a, server=server)
     run = run_now(conn.first_run)
     assert run.status == "succeeded", run.error_message
@@ -162,18 +159,7 @@ def sy6_env(partner_a, connect, run_now, make_sandbox):
     server.db.faults = faults
     server.api = _RequestTap(server.api, local)
     server.db.reset_counters()
-    db = db_connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "AUTOTASK_ZONE_LOOKUP_URL": server.zone_lookup_url,
-        "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = worker_environment(server)
     from config.celery import app
 
     app.control.purge()  # the sync's own message and anything left over

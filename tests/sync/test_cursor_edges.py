@@ -29,12 +29,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from integrations import services as integration_services
 from invoices.models import Invoice
 from sandbox import wire
 from sync.engine import PAGE_SIZE
 from sync.models import ChangeLogEntry, SyncRun, SyncState
 from sync.services import execute_run
+from tests.fixtures.sync import connect_to
 
 pytestmark = pytest.mark.django_db
 
@@ -52,16 +52,7 @@ def sandbox(make_sandbox):
 
 
 def _connect(partner, server):
-    db = server.databases[0]
-    conn = integration_services.autotask_connect(
-        partner=partner,
-        actor=None,
-        account_email="ops@example.test",
-        username=db.username,
-        secret=db.secret,
-        identifier="invoice_number",
-        filters={},
-    )
+    conn = connect_to(partner, server.databases[0])
     conn.first_run.delete()  # each run below gets a fixed clock instead
     return conn
 

@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from customers.models import Customer
 from customers.services import SYNCED_FIELDS as CUSTOMER_FIELDS
-from integrations import services as integration_services
 from integrations.autotask.client import AutotaskClient
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
@@ -27,6 +26,7 @@ from sync import services
 from sync.dispatch import dispatch_due_runs
 from sync.engine import SyncEngine
 from sync.models import ChangeLogEntry, SyncRun
+from tests.fixtures.sync import connect_to
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -79,15 +79,7 @@ def twin_sandboxes(make_sandbox, settings):
 
 
 def connect(partner, db) -> AutotaskConnection:
-    conn = integration_services.autotask_connect(
-        partner=partner,
-        actor=None,
-        account_email="ops@example.test",
-        username=db.username,
-        secret=db.secret,
-        identifier="invoice_number",
-        filters={},
-    )
+    conn = connect_to(partner, db)
     db.reset_log()  # count only the sync's own requests
     return conn
 

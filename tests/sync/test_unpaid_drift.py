@@ -18,13 +18,13 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from integrations import services as integration_services
 from invoices.models import Invoice, InvoiceStatus
 from invoices.services import money
 from payments.services import payment_record
 from sandbox import wire
 from sync.models import ChangeLogEntry, SyncRun
 from sync.services import execute_run
+from tests.fixtures.sync import connect_to
 
 pytestmark = pytest.mark.django_db
 
@@ -38,16 +38,7 @@ def sandbox(make_sandbox):
 
 
 def _connect(partner, server):
-    db = server.databases[0]
-    return integration_services.autotask_connect(
-        partner=partner,
-        actor=None,
-        account_email="ops@example.test",
-        username=db.username,
-        secret=db.secret,
-        identifier="invoice_number",
-        filters={},
-    )
+    return connect_to(partner, server.databases[0])
 
 
 def _run(partner, run: SyncRun) -> SyncRun:

@@ -80,15 +80,16 @@ def socket_owner(local_port: int, pids: list[int]) -> int | None:
     return None
 
 
-def worker_environment(server, *, lease_seconds: float) -> dict[str, str]:
-    """The environment of a worker subprocess: this test's database, Redis, sandbox and keys,
-    and a sync lease of `lease_seconds` (production: sync.services.LEASE)."""
+def worker_environment(server, *, lease_seconds: float | None = None) -> dict[str, str]:
+    """The environment of a worker (or gunicorn) subprocess: this test's database, Redis,
+    sandbox and keys, and a sync lease of `lease_seconds` when given (production:
+    sync.services.LEASE)."""
     from django.conf import settings
     from django.db import connection
 
     db = connection.settings_dict
     auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return {
+    env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DATABASE_URL": f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
@@ -96,9 +97,11 @@ def worker_environment(server, *, lease_seconds: float) -> dict[str, str]:
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "AUTOTASK_ZONE_LOOKUP_URL": server.zone_lookup_url,
         "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
-        "PAYSYNC_TEST_SYNC_LEASE_SECONDS": str(lease_seconds),
         "PYTHONUNBUFFERED": "1",
     }
+    if lease_seconds is not None:
+        env["PAYSYNC_TEST_SYNC_LEASE_SECONDS"] = str(lease_seconds)
+    return env
 
 
 def alive(pid: int) -> bool:
