@@ -15,6 +15,11 @@ from rest_framework.response import Response
 from customers import services as customer_services
 from customers.models import Customer
 from partners.tenancy import PartnerViewSetMixin
+from payments.api import (  # the key store is shared
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_RESPONSES,
+    IdempotentCreateMixin,
+)
 
 from . import services as invoice_services
 from .models import Invoice, InvoiceStatus
@@ -77,7 +82,7 @@ class CustomerCreateSerializer(serializers.Serializer):
         ]
     )
 )
-class InvoiceViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
+class InvoiceViewSet(IdempotentCreateMixin, PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
     """The partner's invoices (archived ones hidden unless `archived=only|all`)."""
 
     partner_model = Invoice
@@ -123,8 +128,19 @@ class InvoiceViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
 
     # --- archiving and invoices created here (R7, R9) ------------------------------------
 
-    @extend_schema(request=InvoiceCreateSerializer, responses={201: InvoiceSerializer})
-    def create(self, request):
+    @extend_schema(
+        request=InvoiceCreateSerializer,
+        responses={
+            201: InvoiceSerializer,
+            400: OpenApiResponse(description="Invalid input"),
+            **IDEMPOTENCY_RESPONSES,
+        },
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
+
+    def _create(self, request):
         data = InvoiceCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         invoice = invoice_services.invoice_create_local(partner=self.partner, **data.validated_data)
@@ -157,7 +173,7 @@ class InvoiceViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
         ]
     )
 )
-class CustomerViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
+class CustomerViewSet(IdempotentCreateMixin, PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
     """The partner's customers."""
 
     partner_model = Customer
@@ -177,8 +193,19 @@ class CustomerViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
 
     # --- archiving and customers created here (R7, R9) -----------------------------------
 
-    @extend_schema(request=CustomerCreateSerializer, responses={201: CustomerSerializer})
-    def create(self, request):
+    @extend_schema(
+        request=CustomerCreateSerializer,
+        responses={
+            201: CustomerSerializer,
+            400: OpenApiResponse(description="Invalid input"),
+            **IDEMPOTENCY_RESPONSES,
+        },
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
+
+    def _create(self, request):
         data = CustomerCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         customer = customer_services.customer_create_local(

@@ -67,7 +67,53 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
+IDEMPOTENCY_RESPONSES = {
+    409: OpenApiResponse(description="Idempotency-Key still in use, or what it names is archived"),
+    422: OpenApiResponse(description="Idempotency-Key reused with another body"),
+}
+
+
+class IdempotentCreateMixin:
+    """`create()` honouring `Idempotency-Key` (per partner, payments/services.py): same key and
+    body → the saved response again (`Idempotent-Replayed: true`), another body → 422, the first
+    still running → 409. The view implements `_create(request)`; its effect and the saved
+    answer commit together."""
+
+    def create(self, request, *args, **kwargs):
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return self._create(request)
+        fingerprint = services.request_fingerprint(request.method, request.path, request.body)
+        saved = services.idempotency_key_begin(
+            partner=self.partner, key=key, fingerprint=fingerprint
+        )
+        if saved is not None:
+            response = Response(saved.response_body, status=saved.response_status)
+            response["Idempotent-Replayed"] = "true"
+            return response
+        try:
+            with transaction.atomic():
+                # The effect and the saved answer commit together: a crash leaves neither.
+                try:
+                    response = self._create(request)
+                except DomainError as exc:
+                    response = Response(
+                        {"detail": exc.message, "code": exc.code, **exc.extra}, status=exc.status
+                    )
+                except serializers.ValidationError as exc:
+                    response = Response(exc.detail, status=status.HTTP_400_BAD_REQUEST)
+                body = json.loads(json.dumps(response.data, default=str))
+                services.idempotency_key_finish(
+                    partner=self.partner, key=key, status=response.status_code, body=body
+                )
+        except Exception:
+            services.idempotency_key_release(partner=self.partner, key=key)
+            raise
+        return response
+
+
 class PaymentViewSet(
+    IdempotentCreateMixin,
     PartnerViewSetMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -102,36 +148,7 @@ class PaymentViewSet(
         parameters=[IDEMPOTENCY_HEADER],
     )
     def create(self, request, *args, **kwargs):
-        key = request.headers.get("Idempotency-Key")
-        if key is None:
-            return self._create(request)
-        fingerprint = services.request_fingerprint(request.method, request.path, request.body)
-        saved = services.idempotency_key_begin(
-            partner=self.partner, key=key, fingerprint=fingerprint
-        )
-        if saved is not None:
-            response = Response(saved.response_body, status=saved.response_status)
-            response["Idempotent-Replayed"] = "true"
-            return response
-        try:
-            with transaction.atomic():
-                # The effect and the saved answer commit together: a crash leaves neither.
-                try:
-                    response = self._create(request)
-                except DomainError as exc:
-                    response = Response(
-                        {"detail": exc.message, "code": exc.code, **exc.extra}, status=exc.status
-                    )
-                except serializers.ValidationError as exc:
-                    response = Response(exc.detail, status=status.HTTP_400_BAD_REQUEST)
-                body = json.loads(json.dumps(response.data, default=str))
-                services.idempotency_key_finish(
-                    partner=self.partner, key=key, status=response.status_code, body=body
-                )
-        except Exception:
-            services.idempotency_key_release(partner=self.partner, key=key)
-            raise
-        return response
+        return super().create(request, *args, **kwargs)
 
     def _create(self, request):
         data = PaymentInputSerializer(data=request.data)

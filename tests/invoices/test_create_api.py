@@ -51,3 +51,34 @@ def test_a_good_invoice_is_stored_with_its_currency_upper_cased(api_a, customer_
     assert r.status_code == 201, r.content
     invoice = Invoice.objects.get()
     assert (invoice.source, invoice.currency, str(invoice.tax)) == ("local", "EUR", "50.00")
+
+
+def test_idempotency_key_makes_a_retried_create_one_invoice_and_one_customer(api_a, customer_id):
+    from customers.models import Customer
+
+    body = {**GOOD, "customer_id": customer_id}
+    first = api_a.post("/api/v1/invoices/", body, format="json", HTTP_IDEMPOTENCY_KEY="inv-1")
+    again = api_a.post("/api/v1/invoices/", body, format="json", HTTP_IDEMPOTENCY_KEY="inv-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert Invoice.objects.count() == 1
+    other = api_a.post(
+        "/api/v1/invoices/", {**body, "total": "51.00"}, format="json", HTTP_IDEMPOTENCY_KEY="inv-1"
+    )
+    assert other.status_code == 422 and Invoice.objects.count() == 1
+
+    customers = Customer.objects.count()
+    for _ in range(2):
+        r = api_a.post(
+            "/api/v1/customers/", {"name": "Once Ltd"}, format="json", HTTP_IDEMPOTENCY_KEY="c-1"
+        )
+        assert r.status_code == 201
+    assert Customer.objects.count() == customers + 1
+
+
+def test_a_refused_create_is_replayed_as_refused_and_stores_nothing(api_a, customer_id):
+    body = {**GOOD, "customer_id": customer_id, "total": "0"}
+    for _ in range(2):
+        r = api_a.post("/api/v1/invoices/", body, format="json", HTTP_IDEMPOTENCY_KEY="bad-1")
+        assert r.status_code == 400 and "total" in str(r.json())
+    assert not Invoice.objects.exists()
