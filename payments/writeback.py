@@ -191,17 +191,12 @@ def _renew(outbox_id: int, token: uuid.UUID) -> bool:
 def _fence(client, outbox_id: int, token: uuid.UUID) -> None:
     """Renew the claim just before every HTTP request of `client` (zone lookup, threshold,
     PATCH), after any limiter wait; raise LeaseLost instead of sending when it is gone."""
-    session = getattr(client, "session", None)
-    if session is None:
-        return
-    request = session.request
 
-    def fenced(*args, **kwargs):
+    def renew_or_stop():
         if not _renew(outbox_id, token):
             raise LeaseLost(f"write-back outbox {outbox_id}: claim lost before sending")
-        return request(*args, **kwargs)
 
-    session.request = fenced
+    client.before_send = renew_or_stop
 
 
 def _release(outbox_id: int, token: uuid.UUID, **fields) -> bool:

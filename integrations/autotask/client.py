@@ -189,6 +189,10 @@ class AutotaskClient:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self.session = session
+        # Called just before each HTTP request, after the limiter's slot and budget: a caller
+        # that must still own something when it sends (the write-back relay's claim) checks it
+        # here and raises to send nothing.
+        self.before_send: Callable[[], None] | None = None
 
     def __repr__(self) -> str:  # never the secret
         return f"<AutotaskClient user={self.username!r}>"
@@ -297,6 +301,8 @@ class AutotaskClient:
                 else contextlib.nullcontext()
             )
             with slot:
+                if self.before_send is not None:
+                    self.before_send()
                 started = time.perf_counter()
                 try:
                     response = self.session.request(

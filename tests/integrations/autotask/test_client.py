@@ -286,3 +286,22 @@ def test_stats_and_logs_count_requests_without_secrets(make_client, fake, caplog
     assert SECRET not in caplog.text and SECRET not in str(info.value)
     assert "POST /ATServicesRest/V1.0/Invoices/query -> 200" in caplog.text
     assert SECRET not in repr(client)
+
+
+def test_before_send_runs_before_each_request_and_can_stop_it(make_client, fake):
+    fake.api("GET", r"Invoices/\d+", (200, {}, {"item": invoice(1)}))
+    client = make_client()
+    client.zone  # the zone lookup happens before the hook is set
+    calls = []
+    client.before_send = lambda: calls.append(len(fake.sent))
+    client.get_invoice(1)
+    assert calls == [len(fake.sent) - 1]  # once, just before the request went out
+    sent = len(fake.sent)
+
+    def stop():
+        raise RuntimeError("no longer ours")
+
+    client.before_send = stop
+    with pytest.raises(RuntimeError, match="no longer ours"):
+        client.get_invoice(1)
+    assert len(fake.sent) == sent  # nothing sent
