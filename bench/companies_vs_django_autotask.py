@@ -7,7 +7,7 @@ Both sides read the same sandbox (same seed, N companies, no invoices) at the sa
 write to the same throwaway PostgreSQL server (fsync off), each into its own database:
 
 - ours: a partner connected with the "active companies only" filter, then its initial sync run
-  (`sync.services.execute_run`) in a subprocess of this script. "companies phase" is
+  (`sync.services.runs.execute_run`) in a subprocess of this script. "companies phase" is
   from the end of PaymentTerms to the commit of the last companies page (POST `Companies/query`
   pages of 500, bulk upsert per page);
   "whole run" adds what an initial run always does (ThresholdInformation, PaymentTerms, one empty
@@ -65,9 +65,9 @@ REQUIREMENTS = ["django-autotask==1.16.0", "Django>=5.2,<5.3", "psycopg2-binary"
 
 def child(args) -> None:
     common.setup_django()
-    from sync import services
     from sync.engine import SyncEngine
     from sync.models import SyncRun
+    from sync.services.runs import execute_run
 
     # The companies phase: from the end of PaymentTerms (the reader starts on Companies) to the
     # commit that marks the phase done. The reader may already be reading the (empty) Invoices
@@ -96,7 +96,7 @@ def child(args) -> None:
     print(json.dumps({"marker": "connected"}), flush=True)
     sys.stdin.readline()  # the parent resets the sandbox log, then says go
     started = time.perf_counter()
-    run = services.execute_run(partner=partner, run_id=conn.first_run.id)
+    run = execute_run(partner=partner, run_id=conn.first_run.id)
     wall = time.perf_counter() - started
     assert run.status == SyncRun.Status.SUCCEEDED, (run.error_kind, run.error_message)
     from customers.models import Customer

@@ -226,30 +226,30 @@ def setup_django():
 
 def capture_clients() -> list:
     """Every Autotask client the sync builds from now on, in order (for their request stats)."""
-    from sync import services
+    from integrations import clients as factory
 
     clients = []
-    build = services.build_client
+    build = factory.build_client
 
-    def build_client(connection):
-        client = build(connection)
+    def build_client(connection, **options):
+        client = build(connection, **options)
         clients.append(client)
         return client
 
-    services.build_client = build_client
+    factory.build_client = build_client
     return clients
 
 
 def connect_partner(name: str = "Bench MSP", *, filters: dict | None = None):
     """A partner connected to the sandbox the way the Connect form does; its first run is
     created but not enqueued (no worker here). Returns the connection."""
-    from integrations import services as integration_services
+    from integrations import connect as integration_connect
     from partners.models import Partner
     from sync import tasks
 
     tasks.run_sync.delay = lambda *a, **k: None  # the bench executes runs itself
     partner = Partner.objects.create(name=name, primary_integration=Partner.Integration.AUTOTASK)
-    return integration_services.autotask_connect(
+    return integration_connect.autotask_connect(
         partner=partner,
         actor=None,
         account_email="ops@example.test",

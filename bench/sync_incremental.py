@@ -37,19 +37,19 @@ def main() -> int:
     )
     common.setup_django()
     from invoices.models import Invoice, InvoiceStatus
-    from sync import services
     from sync.models import SyncRun
+    from sync.services.runs import execute_run, sync_run_create
 
     conn = common.connect_partner()
     partner = conn.partner
 
     def run(kind=None, first=None):
-        sync_run = first or services.sync_run_create(
+        sync_run = first or sync_run_create(
             partner=partner, kind=kind, trigger=SyncRun.Trigger.SCHEDULE, enqueue=False
         )
         before = len(sandbox.requests())
         started = time.perf_counter()
-        done = services.execute_run(partner=partner, run_id=sync_run.id)
+        done = execute_run(partner=partner, run_id=sync_run.id)
         wall = time.perf_counter() - started
         assert done.status == SyncRun.Status.SUCCEEDED, (done.error_kind, done.error_message)
         return done, len(sandbox.requests()) - before, wall

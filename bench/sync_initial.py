@@ -34,9 +34,9 @@ import sync_common as common
 def child(args) -> None:
     """Runs in a subprocess: connect a partner, run the initial sync, print JSON figures."""
     common.setup_django()
-    from sync import services
     from sync.engine import SyncEngine
     from sync.models import SyncRun
+    from sync.services.runs import execute_run
 
     timers = {"apply_invoices": 0.0, "apply_customers": 0.0, "commit": 0.0}
 
@@ -59,7 +59,7 @@ def child(args) -> None:
     rss_before = common.peak_rss_mb()
     cpu_before = time.process_time()
     started = time.perf_counter()
-    run = services.execute_run(partner=conn.partner, run_id=conn.first_run.id)
+    run = execute_run(partner=conn.partner, run_id=conn.first_run.id)
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     assert run.status == SyncRun.Status.SUCCEEDED, (run.error_kind, run.error_message)

@@ -152,8 +152,8 @@ def setup(args):
     print(f"==> sandbox: {reopened} invoices re-opened in {time.monotonic() - t:.1f} s")
     common.setup_django()
     from invoices.models import Invoice
-    from payments import services
-    from sync.services import execute_run
+    from payments.services import payment_settings
+    from sync.services.runs import execute_run
 
     connection = common.connect_partner("Webhook Bench MSP")
     partner = connection.partner
@@ -168,7 +168,7 @@ def setup(args):
     print(f"==> synced {len(invoices)} open invoices in {time.monotonic() - t:.1f} s")
     if len(invoices) < needed:
         sys.exit(f"only {len(invoices)} open invoices, {needed} needed")
-    endpoint, secret = services.payment_settings_create(partner=partner)
+    endpoint, secret = payment_settings.payment_settings_create(partner=partner)
     control(sandbox, "DELETE", "/requests")
     from django.db import connections
 

@@ -8,10 +8,11 @@ from rest_framework.routers import DefaultRouter
 
 from config import health
 from config.metrics import metrics_view
+from customers import api as customers_api
+from customers.views import CustomerListView
 from integrations import api as integrations_api
 from integrations.views import IntegrationsView
 from invoices import api as invoices_api
-from invoices.views import CustomerListView
 from partners import api as partner_api
 from partners.views import DashboardHomeView
 from payments import api as payments_api
@@ -23,7 +24,7 @@ router = DefaultRouter()
 router.register("users", partner_api.UserViewSet, basename="user")
 router.register("sync-runs", sync_api.SyncRunViewSet, basename="sync-run")
 router.register("invoices", invoices_api.InvoiceViewSet, basename="invoice")
-router.register("customers", invoices_api.CustomerViewSet, basename="customer")
+router.register("customers", customers_api.CustomerViewSet, basename="customer")
 router.register("payments", payments_api.PaymentViewSet, basename="payment")
 
 api_v1 = [
@@ -88,6 +89,7 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "api"))),
     path("integrations/", include("integrations.urls")),
     path("sync-history/", include("sync.urls")),
+    path("invoices/customers/", include("customers.urls")),
     path("invoices/", include("invoices.urls")),
     path("payments/", include("payments.urls")),
     path("", include((dashboard, "dashboard"))),

@@ -3,7 +3,12 @@ archive local ones."""
 
 from __future__ import annotations
 
+from django.utils import timezone
+
+from config.api import DomainError
 from integrations.autotask.records import Company
+
+from .models import Customer
 
 # Fields a sync owns and overwrites (unless the customer is archived here).
 SYNCED_FIELDS = [
@@ -50,12 +55,6 @@ def customer_values_from_company(company: Company) -> dict:
 def customer_archive(*, partner, customer_id: int, archived: bool = True):
     """Archive (or unarchive) one of the partner's customers, at once. Its invoices are left as
     they are (archive them one by one). Idempotent."""
-    from django.utils import timezone
-
-    from config.api import DomainError
-
-    from .models import Customer
-
     qs = Customer.objects.for_partner(partner).filter(pk=customer_id)
     if not qs.exists():
         raise DomainError("No such customer.", code="not_found", status_code=404)
@@ -68,8 +67,6 @@ def customer_archive(*, partner, customer_id: int, archived: bool = True):
 
 def customer_create_local(*, partner, name: str, **fields):
     """A customer created here: source "local", never sent to Autotask (R7)."""
-    from .models import Customer
-
     allowed = {"number", "email", "phone", "address1", "address2", "city", "state", "postal_code"}
     values = {k: (v or "").strip() for k, v in fields.items() if k in allowed}
     return Customer.objects.create(

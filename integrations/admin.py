@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from config.encryption import SecretUnavailable
-from partners.admin import OpsActionsMixin, PartnerColumnMixin, run_ops_syncs
+from ops.mixins import OpsActionsMixin, PartnerColumnMixin, run_ops_syncs
 from sync.models import SyncRun
 
 from .models import AutotaskConnection, IntegrationEvent

@@ -10,8 +10,9 @@ from rest_framework.views import APIView
 from config.api import DomainError, ErrorSerializer
 from partners.tenancy import IsPartnerManager, IsPartnerUser
 
-from . import services
+from . import connect, services
 from .models import AutotaskConnection
+from .selectors import connection_for
 
 
 class ConnectionSerializer(serializers.ModelSerializer):
@@ -107,7 +108,7 @@ class AutotaskConnectionView(APIView):
         return [IsPartnerManager()]
 
     def _connection(self):
-        return AutotaskConnection.objects.filter(partner=self.request.partner).first()
+        return connection_for(partner=self.request.partner)
 
     @extend_schema(responses={200: ConnectionSerializer, 404: ErrorSerializer})
     def get(self, request):
@@ -124,7 +125,7 @@ class AutotaskConnectionView(APIView):
         data = ConnectInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            conn = services.autotask_connect(
+            conn = connect.autotask_connect(
                 partner=request.partner, actor=request.user, **data.validated_data
             )
         except ValidationError as exc:
@@ -142,7 +143,7 @@ class AutotaskConnectionView(APIView):
         data = UpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            conn = services.autotask_update(
+            conn = connect.autotask_update(
                 connection=conn, actor=request.user, **data.validated_data
             )
         except ValidationError as exc:
@@ -154,7 +155,7 @@ class AutotaskConnectionView(APIView):
         conn = self._connection()
         if conn is None or not conn.is_active:
             raise services.ConnectError("not_connected", status_code=404)
-        conn = services.autotask_disconnect(connection=conn, actor=request.user)
+        conn = connect.autotask_disconnect(connection=conn, actor=request.user)
         return Response(ConnectionSerializer(conn).data)
 
 
@@ -171,7 +172,7 @@ class AutotaskPreviewView(APIView):
         username = data.validated_data.get("username")
         secret = data.validated_data.get("secret")
         if not username or not secret:
-            conn = AutotaskConnection.objects.filter(partner=request.partner).first()
+            conn = connection_for(partner=request.partner)
             if conn is None or not conn.is_active:
                 raise DomainError(
                     "Enter the Username (Key) and Password (Secret) first.",

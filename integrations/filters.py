@@ -1,13 +1,28 @@
-"""Validation of a partner's connect filters (R1). An unknown key or a bad value is an error
-with a message per key, never silently ignored. The stored form is plain JSON (see
-sync/filters.py for how each becomes an Autotask condition)."""
+"""A partner's connect filters (R1): validation, description, and Autotask query conditions.
+
+An unknown key or a bad value is an error with a message per key, never silently ignored.
+Stored on AutotaskConnection.filters as validated JSON (`validate_filters`):
+  company_types: [int]          Companies.companyType in …
+  include_company_ids: [int]    only these companies (and their invoices)
+  exclude_company_ids: [int]    never these companies (nor their invoices)
+  active_only: bool             Companies.isActive = true
+  invoices_from: "YYYY-MM-DD"   Invoices.invoiceDateTime ≥ that date
+  min_total: "123.45"           Invoices.invoiceTotal ≥ that amount
+  payment_terms: [int]          Invoices.paymentTerm in …
+  include_voided: bool          voided invoices too (off by default)
+No filters = everything (R1).
+The same conditions serve the connect preview (integrations/services.py) and the sync
+(sync/engine.py), so the preview counts what a sync brings.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
+
+from .autotask.query import Condition, Q
 
 # Autotask's standard companyType picklist (Companies entityInformation/fields). A database may
 # add values: the connect check validates against the live picklist when it can.
@@ -166,3 +181,50 @@ def describe_filters(filters: dict) -> list[str]:
         "Voided invoices included" if filters.get("include_voided") else "Voided invoices left out"
     )
     return lines
+
+
+# --- as Autotask query conditions -----------------------------------------------------------
+
+
+def company_conditions(filters: dict) -> list[Condition]:
+    conds: list[Condition] = []
+    if filters.get("company_types"):
+        conds.append(Q.in_("companyType", filters["company_types"]))
+    if filters.get("include_company_ids"):
+        conds.append(Q.in_("id", filters["include_company_ids"]))
+    if filters.get("exclude_company_ids"):
+        conds.append(Q.not_in("id", filters["exclude_company_ids"]))
+    if filters.get("active_only"):
+        conds.append(Q.eq("isActive", True))
+    return conds
+
+
+def invoice_conditions(filters: dict) -> list[Condition]:
+    conds: list[Condition] = []
+    if filters.get("include_company_ids"):
+        conds.append(Q.in_("companyID", filters["include_company_ids"]))
+    if filters.get("exclude_company_ids"):
+        conds.append(Q.not_in("companyID", filters["exclude_company_ids"]))
+    if filters.get("invoices_from"):
+        start = date.fromisoformat(filters["invoices_from"])
+        conds.append(
+            Q.gte("invoiceDateTime", datetime(start.year, start.month, start.day, tzinfo=UTC))
+        )
+    if filters.get("min_total") not in (None, ""):
+        conds.append(Q.gte("invoiceTotal", Decimal(str(filters["min_total"]))))
+    if filters.get("payment_terms"):
+        conds.append(Q.in_("paymentTerm", filters["payment_terms"]))
+    if not filters.get("include_voided"):
+        conds.append(Q.eq("isVoided", False))
+    return conds
+
+
+def company_passes(filters: dict, company) -> bool:
+    """The same company filters, applied to a company fetched by id (hourly sync)."""
+    if filters.get("company_types") and company.company_type not in filters["company_types"]:
+        return False
+    if filters.get("include_company_ids") and company.id not in filters["include_company_ids"]:
+        return False
+    if company.id in (filters.get("exclude_company_ids") or []):
+        return False
+    return not (filters.get("active_only") and not company.is_active)

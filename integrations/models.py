@@ -2,7 +2,7 @@ from django.db import models
 from django.utils import timezone
 
 from config.encryption import EncryptedTextField
-from partners.models import Partner
+from partners.models import Partner, PartnerOwnedQuerySet
 
 
 class AutotaskConnection(models.Model):
@@ -52,6 +52,8 @@ class AutotaskConnection(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = PartnerOwnedQuerySet.as_manager()
+
     def __str__(self):
         return f"Autotask for {self.partner} ({self.get_status_display()})"
 
@@ -89,6 +91,8 @@ class IntegrationEvent(models.Model):
     )
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PartnerOwnedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -10,14 +10,15 @@ from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerPageView
 from sync.models import SyncRun, SyncState
 
-from . import services
+from . import connect
 from .filters import describe_filters
 from .forms import AutotaskConnectForm
-from .models import AutotaskConnection, IntegrationEvent
+from .models import IntegrationEvent
+from .selectors import connection_for
 
 
 def _connection(partner):
-    return AutotaskConnection.objects.filter(partner=partner).first()
+    return connection_for(partner=partner)
 
 
 class IntegrationsView(PartnerPageView):
@@ -76,7 +77,7 @@ class AutotaskConnectView(_ConnectFormView):
     def form_valid(self, form):
         data = form.cleaned_data
         try:
-            conn = services.autotask_connect(
+            conn = connect.autotask_connect(
                 partner=self.partner,
                 actor=self.request.user,
                 account_email=data["account_email"],
@@ -121,7 +122,7 @@ class AutotaskEditView(_ConnectFormView):
         if conn is None or not conn.is_active:
             return redirect("integrations:autotask-connect")
         try:
-            services.autotask_update(
+            connect.autotask_update(
                 connection=conn,
                 actor=self.request.user,
                 account_email=data["account_email"],
@@ -145,7 +146,7 @@ class AutotaskDisconnectView(PartnerRequiredMixin, View):
         if conn is None or not conn.is_active:
             messages.error(request, "Autotask is not connected.")
         else:
-            services.autotask_disconnect(connection=conn, actor=request.user)
+            connect.autotask_disconnect(connection=conn, actor=request.user)
             messages.success(
                 request,
                 "Autotask was disconnected: credentials erased, schedules stopped. Your synced "

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from partners.admin import PartnerColumnMixin
+from ops.mixins import PartnerColumnMixin
 
 from .models import Invoice
 

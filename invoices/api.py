@@ -12,20 +12,14 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from customers import services as customer_services
-from customers.models import Customer
+from partners.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENCY_RESPONSES, IdempotentCreateMixin
 from partners.tenancy import PartnerViewSetMixin
-from payments.api import (  # the key store is shared
-    IDEMPOTENCY_HEADER,
-    IDEMPOTENCY_RESPONSES,
-    IdempotentCreateMixin,
-)
 
 from . import services as invoice_services
 from .models import Invoice, InvoiceStatus
 from .pdf import PdfUnavailable, invoice_pdf
 from .selectors import invoice_list
-from .serializers import CustomerSerializer, InvoiceSerializer
+from .serializers import InvoiceSerializer
 
 
 class InvoiceCreateSerializer(serializers.Serializer):
@@ -55,20 +49,6 @@ class InvoiceCreateSerializer(serializers.Serializer):
             raise serializers.ValidationError(errors)
         attrs["currency"] = attrs["currency"].upper()
         return attrs
-
-
-class CustomerCreateSerializer(serializers.Serializer):
-    """A customer created here (source "local"); never sent to Autotask (R7)."""
-
-    name = serializers.CharField(max_length=255)
-    number = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    email = serializers.EmailField(required=False, allow_blank=True)
-    phone = serializers.CharField(max_length=50, required=False, allow_blank=True)
-    address1 = serializers.CharField(max_length=255, required=False, allow_blank=True)
-    address2 = serializers.CharField(max_length=255, required=False, allow_blank=True)
-    city = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    state = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    postal_code = serializers.CharField(max_length=30, required=False, allow_blank=True)
 
 
 @extend_schema_view(
@@ -163,69 +143,3 @@ class InvoiceViewSet(IdempotentCreateMixin, PartnerViewSetMixin, viewsets.ReadOn
             partner=self.partner, invoice_id=invoice.pk, archived=archived
         )
         return Response(InvoiceSerializer(invoice, context=self.get_serializer_context()).data)
-
-
-@extend_schema_view(
-    list=extend_schema(
-        parameters=[
-            OpenApiParameter("search", str),
-            OpenApiParameter("archived", enum=["no", "only", "all"]),
-        ]
-    )
-)
-class CustomerViewSet(IdempotentCreateMixin, PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
-    """The partner's customers."""
-
-    partner_model = Customer
-    queryset = Customer.objects.none()
-    serializer_class = CustomerSerializer
-
-    def filter_partner_queryset(self, queryset):
-        p = self.request.query_params
-        archived = p.get("archived", "no") if self.action == "list" else "all"
-        if archived == "only":
-            queryset = queryset.filter(archived_at__isnull=False)
-        elif archived != "all":
-            queryset = queryset.filter(archived_at__isnull=True)
-        if p.get("search"):
-            queryset = queryset.filter(name__icontains=p["search"][:100])
-        return queryset
-
-    # --- archiving and customers created here (R7, R9) -----------------------------------
-
-    @extend_schema(
-        request=CustomerCreateSerializer,
-        responses={
-            201: CustomerSerializer,
-            400: OpenApiResponse(description="Invalid input"),
-            **IDEMPOTENCY_RESPONSES,
-        },
-        parameters=[IDEMPOTENCY_HEADER],
-    )
-    def create(self, request, *args, **kwargs):
-        return super().create(request, *args, **kwargs)
-
-    def _create(self, request):
-        data = CustomerCreateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        customer = customer_services.customer_create_local(
-            partner=self.partner, **data.validated_data
-        )
-        return Response(CustomerSerializer(customer).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses={200: CustomerSerializer})
-    @action(detail=True, methods=["post"])
-    def archive(self, request, pk=None):
-        return self._archive(archived=True)
-
-    @extend_schema(request=None, responses={200: CustomerSerializer})
-    @action(detail=True, methods=["post"])
-    def unarchive(self, request, pk=None):
-        return self._archive(archived=False)
-
-    def _archive(self, *, archived: bool):
-        customer = self.get_object()  # another partner's customer: 404
-        customer = customer_services.customer_archive(
-            partner=self.partner, customer_id=customer.pk, archived=archived
-        )
-        return Response(CustomerSerializer(customer).data)

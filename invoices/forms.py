@@ -1,7 +1,8 @@
-"""Dashboard forms for customers and invoices created here (R7: never sent to Autotask).
+"""Dashboard form for invoices created here (R7: never sent to Autotask); the New customer
+form is in customers/forms.py.
 
-The forms only check input; the rows are written by `customer_create_local` and
-`invoice_create_local`, the same services the API calls."""
+The form only checks input; the row is written by `invoice_create_local`, the same service the
+API calls."""
 
 from __future__ import annotations
 
@@ -14,20 +15,6 @@ from customers.models import Customer
 
 MONEY = {"max_digits": 14, "decimal_places": 2}
 DATE_WIDGET = {"widget": forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")}
-
-
-class CustomerCreateForm(forms.Form):
-    """The fields `customer_create_local` accepts; lengths follow the model's columns."""
-
-    name = forms.CharField(label="Name", max_length=255)
-    number = forms.CharField(label="Customer number", max_length=100, required=False)
-    email = forms.EmailField(label="Billing email", required=False)
-    phone = forms.CharField(label="Phone", max_length=50, required=False)
-    address1 = forms.CharField(label="Address", max_length=255, required=False)
-    address2 = forms.CharField(label="Address (line 2)", max_length=255, required=False)
-    city = forms.CharField(label="City", max_length=100, required=False)
-    state = forms.CharField(label="State / region", max_length=100, required=False)
-    postal_code = forms.CharField(label="Postal code", max_length=30, required=False)
 
 
 class InvoiceCreateForm(forms.Form):

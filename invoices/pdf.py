@@ -15,8 +15,9 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 
 from config.encryption import SecretUnavailable
+from integrations import clients
 from integrations.autotask.errors import AutotaskError
-from integrations.models import AutotaskConnection
+from integrations.selectors import connection_for
 
 from .models import Invoice
 
@@ -68,13 +69,11 @@ def invoice_pdf(invoice: Invoice) -> PdfFile:
         raise PdfUnavailable("This invoice was created here; it has no Autotask PDF.", status=404)
     if _is_current(invoice):
         return _read(invoice, stale=False)
-    from sync.services import build_client
-
-    connection = AutotaskConnection.objects.filter(partner_id=invoice.partner_id).first()
+    connection = connection_for(partner=invoice.partner_id)
     try:
         if connection is None or not connection.is_active:
             raise PdfUnavailable("Autotask is not connected.")
-        with build_client(connection) as client:
+        with clients.build_client(connection) as client:
             fetch_and_store(invoice, client)
         return _read(invoice, stale=False)
     except (AutotaskError, SecretUnavailable, PdfUnavailable) as exc:

@@ -47,31 +47,3 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
-
-
-class CustomerSerializer(serializers.ModelSerializer):
-    # Often blank (Autotask companies have no email): a plain string, not format "email".
-    email = serializers.CharField(read_only=True)
-
-    class Meta:
-        model = Customer
-        fields = [
-            "id",
-            "name",
-            "number",
-            "source",
-            "autotask_id",
-            "email",
-            "phone",
-            "address1",
-            "address2",
-            "city",
-            "state",
-            "postal_code",
-            "active",
-            "archived_at",
-            "missing_in_autotask_since",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = fields

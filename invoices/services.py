@@ -7,7 +7,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.db.models import Case, CharField, F, When
 from django.db.models.functions import Cast
+from django.utils import timezone
 
+from config.api import DomainError
+from customers.models import Customer
 from integrations.autotask.records import Invoice as AutotaskInvoice
 from integrations.models import AutotaskConnection
 
@@ -108,10 +111,6 @@ __all__ = ["SYNCED_FIELDS", "invoice_values_from_autotask", "invoices_relabel"]
 def invoice_archive(*, partner, invoice_id: int, archived: bool = True) -> Invoice:
     """Archive (or unarchive) one of the partner's invoices, at once. Archived invoices are
     hidden from default lists, cannot be paid and are never touched by syncs. Idempotent."""
-    from django.utils import timezone
-
-    from config.api import DomainError
-
     qs = Invoice.objects.for_partner(partner).filter(pk=invoice_id)
     if not qs.exists():
         raise DomainError("No such invoice.", code="not_found", status_code=404)
@@ -134,9 +133,6 @@ def invoice_create_local(
     currency: str = "USD",
 ) -> Invoice:
     """An invoice created here: source "local", no Autotask id, never sent to Autotask (R7)."""
-    from config.api import DomainError
-    from customers.models import Customer
-
     customer = Customer.objects.for_partner(partner).filter(pk=customer_id).first()
     if customer is None:
         raise DomainError("No such customer.", code="customer_not_found", status_code=400)

@@ -10,10 +10,6 @@ urlpatterns = [
     path("<int:pk>/pdf/", views.InvoicePdfView.as_view(), name="pdf"),
     path("<int:pk>/archive/", views.InvoiceArchiveView.as_view(), name="archive"),
     path(
-        "customers/<int:pk>/archive/", views.CustomerArchiveView.as_view(), name="customer-archive"
-    ),
-    path("customers/new/", views.CustomerCreateView.as_view(), name="customer-create"),
-    path(
         "customers/<int:customer_pk>/new-invoice/",
         views.InvoiceCreateView.as_view(),
         name="customer-invoice-create",

@@ -1,25 +1,17 @@
-import re
-import uuid
-from urllib.parse import urlencode
-
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views import View
-from django.views.generic import FormView
 
 from config.api import DomainError
-from customers import services as customer_services
 from customers.models import Customer
 from partners.tenancy import PartnerRequiredMixin
-from partners.views import PartnerPageMixin, PartnerPageView
-from payments import services as payment_services  # its Idempotency-Key store
+from partners.views import PartnerFormView, PartnerPageView
 
 from . import services
-from .forms import CustomerCreateForm, InvoiceCreateForm
+from .forms import InvoiceCreateForm
 from .models import Invoice, InvoiceStatus
 from .pdf import PdfUnavailable, invoice_pdf
 from .selectors import duplicate_numbers, invoice_list
@@ -84,25 +76,6 @@ class InvoicePdfView(PartnerRequiredMixin, View):
         return response
 
 
-class CustomerListView(PartnerPageView):
-    template_name = "customers/list.html"
-    nav = "customers"
-    title = "Customers"
-
-    def get_context_data(self, **kwargs):
-        ctx = super().get_context_data(**kwargs)
-        g = self.request.GET
-        qs = self.get_partner_queryset(Customer)
-        if g.get("archived") == "only":
-            qs = qs.filter(archived_at__isnull=False)
-        elif g.get("archived") != "all":
-            qs = qs.filter(archived_at__isnull=True)
-        if g.get("q"):
-            qs = qs.filter(name__icontains=g["q"][:100])
-        ctx.update(page=Paginator(qs, 50).get_page(g.get("page")), q=g.get("q", ""))
-        return ctx
-
-
 class InvoiceArchiveView(PartnerRequiredMixin, View):
     """POST: archive (or, with `unarchive=1`, unarchive) an invoice, at once (R9)."""
 
@@ -114,95 +87,14 @@ class InvoiceArchiveView(PartnerRequiredMixin, View):
         return HttpResponseRedirect(reverse("invoices:detail", args=[invoice.pk]))
 
 
-class CustomerArchiveView(PartnerRequiredMixin, View):
-    """POST: archive (or, with `unarchive=1`, unarchive) a customer, at once (R9)."""
-
-    def post(self, request, pk):
-        from customers.services import customer_archive
-
-        customer = get_object_or_404(self.get_partner_queryset(Customer), pk=pk)
-        archived = request.POST.get("unarchive") != "1"
-        customer_archive(partner=self.partner, customer_id=customer.pk, archived=archived)
-        messages.success(request, "Customer archived." if archived else "Customer unarchived.")
-        return HttpResponseRedirect(reverse("dashboard:customers"))
-
-
-# --- customers and invoices created here (R7) -------------------------------------------------
+# --- invoices created here (R7) ---------------------------------------------------------------
 #
-# Same permission as archiving (the views above): any user of the partner. Nothing here talks to
-# Autotask: the services mark the rows source "local" with no Autotask id, which the sync and
-# the paidDate write-back skip.
+# Same permission as archiving (the view above): any user of the partner. Nothing here talks to
+# Autotask: the service marks the rows source "local" with no Autotask id, which the sync and
+# the paidDate write-back skip. (New customer: customers/views.py.)
 
 
-class _PartnerFormView(PartnerPageMixin, FormView):
-    """A dashboard form page: POST, then redirect (and a message) on success; the form again
-    with its field errors otherwise, nothing stored.
-
-    Each rendering carries a one-time `submit_token`, used as an Idempotency-Key (the same
-    per-partner store as the API's): a double click, or a retried POST, creates one row and is
-    sent where the first went. A POST with errors frees its token for the corrected one."""
-
-    def get_context_data(self, **kwargs):
-        ctx = super().get_context_data(**kwargs)
-        ctx["submit_token"] = _submit_token(self.request) or uuid.uuid4().hex
-        return ctx
-
-    def post(self, request, *args, **kwargs):
-        token = _submit_token(request)
-        if token is None:
-            return super().post(request, *args, **kwargs)
-        key = f"form:{token}"
-        fingerprint = payment_services.request_fingerprint("FORM", request.path, token.encode())
-        try:
-            saved = payment_services.idempotency_key_begin(
-                partner=self.partner, key=key, fingerprint=fingerprint
-            )
-        except DomainError:  # the first POST is still being saved
-            messages.info(request, "This form is already being saved.")
-            return HttpResponseRedirect(request.path)
-        if saved is not None:
-            messages.info(request, "Already created (the form was sent twice).")
-            return HttpResponseRedirect(saved.response_body["location"])
-        try:
-            with transaction.atomic():  # the row and the saved answer commit together
-                response = super().post(request, *args, **kwargs)
-                if response.status_code == 302:
-                    payment_services.idempotency_key_finish(
-                        partner=self.partner, key=key, status=302, body={"location": response.url}
-                    )
-        except Exception:
-            payment_services.idempotency_key_release(partner=self.partner, key=key)
-            raise
-        if response.status_code != 302:
-            payment_services.idempotency_key_release(partner=self.partner, key=key)
-        return response
-
-
-def _submit_token(request) -> str | None:
-    token = request.POST.get("submit_token", "")
-    return token if re.fullmatch(r"[0-9a-f]{32}", token) else None
-
-
-class CustomerCreateView(_PartnerFormView):
-    template_name = "customers/new.html"
-    form_class = CustomerCreateForm
-    nav = "customers"
-    title = "New customer"
-
-    def form_valid(self, form):
-        customer = customer_services.customer_create_local(
-            partner=self.partner, **form.cleaned_data
-        )
-        messages.success(
-            self.request,
-            f"Customer {customer.name} created here. It is never sent to Autotask.",
-        )
-        # Filtered on the new name, so the new row is on the page however long the list is.
-        query = urlencode({"q": customer.name})
-        return HttpResponseRedirect(f"{reverse('dashboard:customers')}?{query}")
-
-
-class InvoiceCreateView(_PartnerFormView):
+class InvoiceCreateView(PartnerFormView):
     """`/invoices/new/` (customer chosen in the form) and `/invoices/customers/<pk>/new-invoice/`
     (from a customer's row: that customer preselected; another partner's or an archived
     customer answers 404)."""

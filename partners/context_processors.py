@@ -2,6 +2,10 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+from integrations.models import AutotaskConnection
+from integrations.selectors import connection_for
+from sync.models import SyncState
+
 from .tenancy import partner_for_user
 
 STALE_AFTER = timedelta(hours=48)
@@ -15,10 +19,7 @@ def partner(request):
 def sync_banner(partner) -> str | None:
     """Syncs must never stop silently (lessons from the field): a connection that needs
     attention, or no successful sync for 48 hours, is said on every page."""
-    from integrations.models import AutotaskConnection
-    from sync.models import SyncState
-
-    conn = AutotaskConnection.objects.filter(partner=partner).first()
+    conn = connection_for(partner=partner)
     if conn is None or not conn.is_active:
         return None
     if conn.status == AutotaskConnection.Status.NEEDS_ATTENTION:

@@ -85,3 +85,26 @@ class PartnerOwnedModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+class IdempotencyKey(PartnerOwnedModel):
+    """An `Idempotency-Key` of a partner's POST (RELIABILITY §4): the first request's outcome,
+    replayed for the same key and body. Kept at least 24 hours."""
+
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    in_progress = models.BooleanField(default=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # Moved from payments without touching the table (partners/migrations/0003).
+        db_table = "payments_idempotencykey"
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "key"], name="idempotency_key_per_partner")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="payments_id_created_34bf37_idx")]
+
+    def __str__(self):
+        return f"Idempotency-Key {self.key[:20]}"

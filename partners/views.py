@@ -1,5 +1,14 @@
-from django.views.generic import TemplateView
+import re
+import uuid
 
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.views.generic import FormView, TemplateView
+
+from config.api import DomainError
+
+from . import idempotency
 from .models import User
 from .tenancy import PartnerRequiredMixin
 
@@ -19,6 +28,56 @@ class PartnerPageMixin(PartnerRequiredMixin):
 
 class PartnerPageView(PartnerPageMixin, TemplateView):
     pass
+
+
+class PartnerFormView(PartnerPageMixin, FormView):
+    """A dashboard form page: POST, then redirect (and a message) on success; the form again
+    with its field errors otherwise, nothing stored.
+
+    Each rendering carries a one-time `submit_token`, used as an Idempotency-Key (the same
+    per-partner store as the API's, partners/idempotency.py): a double click, or a retried POST,
+    creates one row and is sent where the first went. A POST with errors frees its token for the
+    corrected one."""
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        ctx["submit_token"] = _submit_token(self.request) or uuid.uuid4().hex
+        return ctx
+
+    def post(self, request, *args, **kwargs):
+        token = _submit_token(request)
+        if token is None:
+            return super().post(request, *args, **kwargs)
+        key = f"form:{token}"
+        fingerprint = idempotency.request_fingerprint("FORM", request.path, token.encode())
+        try:
+            saved = idempotency.idempotency_key_begin(
+                partner=self.partner, key=key, fingerprint=fingerprint
+            )
+        except DomainError:  # the first POST is still being saved
+            messages.info(request, "This form is already being saved.")
+            return HttpResponseRedirect(request.path)
+        if saved is not None:
+            messages.info(request, "Already created (the form was sent twice).")
+            return HttpResponseRedirect(saved.response_body["location"])
+        try:
+            with transaction.atomic():  # the row and the saved answer commit together
+                response = super().post(request, *args, **kwargs)
+                if response.status_code == 302:
+                    idempotency.idempotency_key_finish(
+                        partner=self.partner, key=key, status=302, body={"location": response.url}
+                    )
+        except Exception:
+            idempotency.idempotency_key_release(partner=self.partner, key=key)
+            raise
+        if response.status_code != 302:
+            idempotency.idempotency_key_release(partner=self.partner, key=key)
+        return response
+
+
+def _submit_token(request) -> str | None:
+    token = request.POST.get("submit_token", "")
+    return token if re.fullmatch(r"[0-9a-f]{32}", token) else None
 
 
 class DashboardHomeView(PartnerPageView):

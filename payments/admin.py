@@ -5,10 +5,10 @@ secrets are never shown (the settings admin lists no secret field)."""
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from partners.admin import OpsActionsMixin, PartnerColumnMixin, change_url
+from ops.mixins import OpsActionsMixin, PartnerColumnMixin, change_url
 
-from . import services, writeback
 from .models import Payment, PaymentSettings, WebhookEvent, WritebackAttempt, WritebackOutbox
+from .services import webhook_events, writeback
 
 
 class ReadOnlyAdmin(PartnerColumnMixin, admin.ModelAdmin):
@@ -137,7 +137,7 @@ class WebhookEventAdmin(OpsActionsMixin, ReadOnlyAdmin):
                 skipped += 1
                 continue
             before = event.status
-            result = services.webhook_event_process(partner=event.partner, event_id=event.pk)
+            result = webhook_events.webhook_event_process(partner=event.partner, event_id=event.pk)
             outcome = result.status if result is not None else "gone"
             reason = f" ({result.reason})" if result is not None and result.reason else ""
             self.log_change(request, event, f"Reprocessed: {before} → {outcome}{reason}.")

@@ -6,19 +6,17 @@ that reads the raw body before anything parses it, with no session, CSRF or toke
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 
-from django.db import transaction
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
-from config.api import DomainError
+from partners.idempotency import IDEMPOTENCY_HEADER, IdempotentCreateMixin
 from partners.tenancy import PartnerViewSetMixin
 
-from . import services
 from .models import Payment, PaymentMethod, PaymentStatus
+from .services import ledger
 
 
 class PaymentSerializer(serializers.ModelSerializer):
@@ -55,61 +53,6 @@ class PaymentInputSerializer(serializers.Serializer):
     method = serializers.ChoiceField(choices=PaymentMethod.choices, default=PaymentMethod.OTHER)
     received_at = serializers.DateTimeField(required=False)
     note = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
-
-
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    location=OpenApiParameter.HEADER,
-    required=False,
-    description="Same key and body within 24 h: the first response again. Other body: 422. "
-    "First still running: 409.",
-)
-
-
-IDEMPOTENCY_RESPONSES = {
-    409: OpenApiResponse(description="Idempotency-Key still in use, or what it names is archived"),
-    422: OpenApiResponse(description="Idempotency-Key reused with another body"),
-}
-
-
-class IdempotentCreateMixin:
-    """`create()` honouring `Idempotency-Key` (per partner, payments/services.py): same key and
-    body → the saved response again (`Idempotent-Replayed: true`), another body → 422, the first
-    still running → 409. The view implements `_create(request)`; its effect and the saved
-    answer commit together."""
-
-    def create(self, request, *args, **kwargs):
-        key = request.headers.get("Idempotency-Key")
-        if key is None:
-            return self._create(request)
-        fingerprint = services.request_fingerprint(request.method, request.path, request.body)
-        saved = services.idempotency_key_begin(
-            partner=self.partner, key=key, fingerprint=fingerprint
-        )
-        if saved is not None:
-            response = Response(saved.response_body, status=saved.response_status)
-            response["Idempotent-Replayed"] = "true"
-            return response
-        try:
-            with transaction.atomic():
-                # The effect and the saved answer commit together: a crash leaves neither.
-                try:
-                    response = self._create(request)
-                except DomainError as exc:
-                    response = Response(
-                        {"detail": exc.message, "code": exc.code, **exc.extra}, status=exc.status
-                    )
-                except serializers.ValidationError as exc:
-                    response = Response(exc.detail, status=status.HTTP_400_BAD_REQUEST)
-                body = json.loads(json.dumps(response.data, default=str))
-                services.idempotency_key_finish(
-                    partner=self.partner, key=key, status=response.status_code, body=body
-                )
-        except Exception:
-            services.idempotency_key_release(partner=self.partner, key=key)
-            raise
-        return response
 
 
 class PaymentViewSet(
@@ -154,7 +97,7 @@ class PaymentViewSet(
         data = PaymentInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        payment = services.payment_record(
+        payment = ledger.payment_record(
             partner=self.partner,
             invoice_id=v["invoice"],
             amount=v["amount"],
@@ -163,11 +106,13 @@ class PaymentViewSet(
             note=v.get("note", ""),
             actor=request.user,
         )
-        payment = Payment.objects.select_related("invoice").get(pk=payment.pk)
+        payment = (
+            Payment.objects.for_partner(self.partner).select_related("invoice").get(pk=payment.pk)
+        )
         return Response(PaymentSerializer(payment).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={204: None, 409: OpenApiResponse(description="Invoice archived")})
     def destroy(self, request, *args, **kwargs):
         payment = self.get_object()  # 404 for another partner's payment
-        services.payment_delete(partner=self.partner, payment_id=payment.pk, actor=request.user)
+        ledger.payment_delete(partner=self.partner, payment_id=payment.pk, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)

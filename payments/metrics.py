@@ -9,6 +9,9 @@ from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from config.metrics import register_family
+from sync.models import SyncRun
+
+from .models import PaymentSettings, WebhookEvent, WritebackAttempt, WritebackOutbox
 
 WAITING = ("pending", "sending")
 STATES = ("pending", "sending", "parked", "failed", "cancelled", "done")
@@ -16,10 +19,6 @@ STATES = ("pending", "sending", "parked", "failed", "cancelled", "done")
 
 @register_family
 def payments_families():
-    from sync.models import SyncRun
-
-    from .models import PaymentSettings, WebhookEvent, WritebackAttempt, WritebackOutbox
-
     depth = GaugeMetricFamily(
         "paysync_writeback_queue_depth", "Write-back outbox rows by state", labels=["state"]
     )

@@ -1,8 +1,8 @@
-"""Payments, processor webhooks, the Autotask write-back outbox and Idempotency-Key records.
+"""Payments, processor webhooks and the Autotask write-back outbox.
 
 Invoice balances are not stored here: `Invoice.paid_here` is the sum of this partner's
-succeeded payments of the invoice, recomputed by payments/services.py under a row lock on the
-invoice, and the invoice's `outstanding`/`status` are generated from it by PostgreSQL.
+succeeded payments of the invoice, recomputed by payments/services/ledger.py under a row lock on
+the invoice, and the invoice's `outstanding`/`status` are generated from it by PostgreSQL.
 """
 
 from __future__ import annotations
@@ -258,24 +258,3 @@ class WritebackAttempt(PartnerOwnedModel):
 
     def __str__(self):
         return f"Attempt {self.pk} of outbox {self.outbox_id}: {self.outcome}"
-
-
-class IdempotencyKey(PartnerOwnedModel):
-    """An `Idempotency-Key` of a partner's POST (RELIABILITY §4): the first request's outcome,
-    replayed for the same key and body. Kept at least 24 hours."""
-
-    key = models.CharField(max_length=255)
-    fingerprint = models.CharField(max_length=64)
-    in_progress = models.BooleanField(default=True)
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["partner", "key"], name="idempotency_key_per_partner")
-        ]
-        indexes = [models.Index(fields=["created_at"])]
-
-    def __str__(self):
-        return f"Idempotency-Key {self.key[:20]}"

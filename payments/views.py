@@ -18,15 +18,16 @@ from invoices.models import Invoice
 from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerPageView
 
-from . import services, webhooks
+from . import webhooks
 from .models import Payment, PaymentMethod, PaymentStatus, WebhookEvent
+from .services import ledger, payment_settings, webhook_events
 
 
 @csrf_exempt  # signed by the processor; no cookies, no session, no CSRF token
 @require_POST
 def webhook_receive(request, endpoint_id: str):
     """`POST /api/v1/payments/webhooks/{endpoint_id}/` (Standard Webhooks). The raw body is
-    verified before anything parses it; see services.webhook_event_receive for the answers."""
+    verified before anything parses it; see webhook_events.webhook_event_receive for the answers."""
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -37,7 +38,7 @@ def webhook_receive(request, endpoint_id: str):
         if declared > webhooks.MAX_BODY_BYTES
         else request.body
     )
-    receipt = services.webhook_event_receive(
+    receipt = webhook_events.webhook_event_receive(
         endpoint_id=endpoint_id[:40], headers=request.headers, body=body
     )
     return JsonResponse(receipt.body, status=receipt.status)
@@ -80,7 +81,7 @@ class PaymentSettingsView(PartnerPageView):
 
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
-        settings_obj = services.payment_settings_get(partner=self.partner)
+        settings_obj = payment_settings.payment_settings_get(partner=self.partner)
         ctx.update(
             settings=settings_obj,
             webhook_url=self.request.build_absolute_uri(
@@ -97,15 +98,15 @@ class PaymentSettingsView(PartnerPageView):
         action = request.POST.get("action")
         if action in ("create", "rotate"):
             if action == "create":
-                _, secret = services.payment_settings_create(partner=self.partner)
+                _, secret = payment_settings.payment_settings_create(partner=self.partner)
             else:
-                _, secret = services.payment_settings_rotate_secret(partner=self.partner)
+                _, secret = payment_settings.payment_settings_rotate_secret(partner=self.partner)
             if secret:
                 # Shown on the next page view only, then gone from the session.
                 request.session["payments_new_secret"] = secret
                 messages.success(request, "Copy the new secret now: it is shown only once.")
         elif action == "overpayment":
-            services.payment_settings_update(
+            payment_settings.payment_settings_update(
                 partner=self.partner, allow_overpayment=request.POST.get("allow") == "1"
             )
             messages.success(request, "Saved.")
@@ -127,7 +128,7 @@ class PaymentRecordView(PartnerRequiredMixin, View):
         try:
             if amount is None or not amount.is_finite():
                 raise DomainError("Enter an amount.", code="invalid_amount")
-            services.payment_record(
+            ledger.payment_record(
                 partner=self.partner,
                 invoice_id=invoice.pk,
                 amount=amount.quantize(Decimal("0.01")),
@@ -145,7 +146,7 @@ class PaymentDeleteView(PartnerRequiredMixin, View):
     def post(self, request, pk):
         payment = get_object_or_404(self.get_partner_queryset(Payment), pk=pk)
         try:
-            services.payment_delete(partner=self.partner, payment_id=payment.pk, actor=request.user)
+            ledger.payment_delete(partner=self.partner, payment_id=payment.pk, actor=request.user)
             messages.success(request, "Payment deleted.")
         except DomainError as exc:
             messages.error(request, exc.message)

@@ -5,7 +5,7 @@ from django.db.models import Subquery
 from django.utils import timezone
 from django.utils.html import format_html
 
-from partners.admin import PartnerColumnMixin, changelist_url
+from ops.mixins import PartnerColumnMixin, changelist_url
 
 from .models import ChangeLogEntry, SyncRun, SyncState
 

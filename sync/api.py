@@ -13,8 +13,8 @@ from rest_framework.response import Response
 from config.api import ErrorSerializer
 from partners.tenancy import PartnerViewSetMixin
 
-from . import manual
 from .models import ChangeLogEntry, SyncRun
+from .selectors import manual_sync_availability, manual_sync_status, partner_zone
 from .serializers import (
     ChangeSerializer,
     CooldownErrorSerializer,
@@ -22,6 +22,7 @@ from .serializers import (
     ManualSyncStatusSerializer,
     SyncRunSerializer,
 )
+from .services.manual import manual_sync_start
 
 
 @extend_schema_view(
@@ -56,7 +57,7 @@ class SyncRunViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
         return self.get_paginated_response(ChangeSerializer(page, many=True).data)
 
 
-# --- Manual syncs (R10): thin views over sync/manual.py ----------------------------------------
+# --- Manual syncs (R10): thin views over sync/services/manual.py and sync/selectors.py ---------
 
 
 class _ManualSyncStartView(PartnerViewSetMixin, generics.GenericAPIView):
@@ -66,8 +67,8 @@ class _ManualSyncStartView(PartnerViewSetMixin, generics.GenericAPIView):
     kind: str = ""
 
     def post(self, request):
-        run = manual.manual_sync_start(partner=self.partner, kind=self.kind, user=request.user)
-        nxt = manual.manual_sync_availability(partner=self.partner, now=run.created_at)[self.kind]
+        run = manual_sync_start(partner=self.partner, kind=self.kind, user=request.user)
+        nxt = manual_sync_availability(partner=self.partner, now=run.created_at)[self.kind]
         url = request.build_absolute_uri(reverse("api:sync-run-detail", args=[run.pk]))
         body = {
             "id": run.pk,
@@ -77,7 +78,7 @@ class _ManualSyncStartView(PartnerViewSetMixin, generics.GenericAPIView):
             "status": run.status,
             "next_available_at": nxt.local_at,
         }
-        with timezone.override(manual.partner_zone(self.partner)):  # times in the partner's zone
+        with timezone.override(partner_zone(self.partner)):  # times in the partner's zone
             data = ManualSyncStartedSerializer(body).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
 
@@ -132,7 +133,7 @@ class ManualSyncStatusView(PartnerViewSetMixin, generics.GenericAPIView):
 
     @extend_schema(responses={200: ManualSyncStatusSerializer}, summary="Manual sync status")
     def get(self, request):
-        data = manual.manual_sync_status(partner=self.partner)
-        with timezone.override(manual.partner_zone(self.partner)):  # times in the partner's zone
+        data = manual_sync_status(partner=self.partner)
+        with timezone.override(partner_zone(self.partner)):  # times in the partner's zone
             body = ManualSyncStatusSerializer(data, context={"request": request}).data
         return Response(body)

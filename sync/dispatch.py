@@ -18,6 +18,7 @@ from django.utils import timezone
 from integrations.models import AutotaskConnection
 
 from .models import SyncRun
+from .services.runs import sync_run_create
 
 PERIODS = {
     SyncRun.Kind.NEW_DATA: timedelta(hours=1),
@@ -40,8 +41,6 @@ def slot_for(now: datetime, period: timedelta, offset: timedelta) -> str | None:
 
 
 def dispatch_due_runs(*, now: datetime | None = None) -> list[SyncRun]:
-    from .services import sync_run_create
-
     now = now or timezone.now()
     created: list[SyncRun] = []
     connections = AutotaskConnection.objects.filter(

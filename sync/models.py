@@ -1,9 +1,7 @@
-import uuid
-
 from django.conf import settings
 from django.db import models
 
-from partners.models import Partner, PartnerOwnedModel
+from partners.models import Partner, PartnerOwnedModel, PartnerOwnedQuerySet
 
 
 class SyncRun(PartnerOwnedModel):
@@ -128,9 +126,7 @@ class SyncState(models.Model):
     next_fetch_new_data_at = models.DateTimeField(null=True, blank=True)
     next_fetch_unpaid_at = models.DateTimeField(null=True, blank=True)
 
+    objects = PartnerOwnedQuerySet.as_manager()
+
     def __str__(self):
         return f"Sync state of {self.partner}"
-
-    @staticmethod
-    def new_token() -> uuid.UUID:
-        return uuid.uuid4()

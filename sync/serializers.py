@@ -3,8 +3,9 @@ from rest_framework import serializers
 
 from config.api import ErrorSerializer
 
-from .manual import describe_run, plain_error, waiting_for
 from .models import ChangeLogEntry, SyncRun
+from .selectors import waiting_for
+from .wording import describe_run, plain_error
 
 
 class SyncRunSerializer(serializers.ModelSerializer):

@@ -1,4 +1,5 @@
-"""Celery tasks of the sync: thin interfaces over sync/services.py. Tasks take ids only."""
+"""Celery tasks of the sync: thin interfaces over sync/services/ and sync/dispatch.py. Tasks take
+ids only."""
 
 import logging
 import random
@@ -7,7 +8,9 @@ from celery import shared_task
 
 from partners.tenancy import PartnerTask
 
-from . import services
+from .dispatch import dispatch_due_runs
+from .services import reaper, runs
+from .services.leases import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +22,8 @@ MAX_COUNTDOWN = 300
 @shared_task(base=PartnerTask, bind=True, name="sync.run_sync", max_retries=40)
 def run_sync(self, partner, run_id):
     try:
-        run = services.execute_run(partner=partner, run_id=run_id)
-    except services.RetryLater as exc:
+        run = runs.execute_run(partner=partner, run_id=run_id)
+    except RetryLater as exc:
         # Jitter only upwards: a countdown is the earliest moment the run can go on (the
         # holder's lease stale, the budget back), so trying earlier only costs a delivery.
         countdown = min(MAX_COUNTDOWN, exc.countdown)
@@ -34,7 +37,7 @@ def run_sync(self, partner, run_id):
 
 @shared_task(name="sync.reap_stuck_runs")
 def reap_stuck_runs():
-    result = services.reap_stuck_runs()
+    result = reaper.reap_stuck_runs()
     if any(result.values()):
         log.warning("reaper: %s", result)
     return result
@@ -43,7 +46,5 @@ def reap_stuck_runs():
 @shared_task(name="sync.tick")
 def tick():
     """Every minute (beat): create and enqueue the scheduled runs that are due."""
-    from .dispatch import dispatch_due_runs
-
     created = dispatch_due_runs()
     return len(created)

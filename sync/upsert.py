@@ -64,10 +64,6 @@ class UpsertResult:
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
 
-    @property
-    def skipped_total(self) -> int:
-        return sum(self.skipped.values())
-
 
 def _as_text(value) -> str | None:
     return None if value is None else str(value)

@@ -3,7 +3,7 @@ from django.shortcuts import get_object_or_404
 
 from partners.views import PartnerPageView
 
-from . import manual
+from . import selectors
 from .models import ChangeLogEntry, SyncRun
 
 
@@ -47,11 +47,11 @@ class PreferencesView(PartnerPageView):
 
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
-        status = manual.manual_sync_status(partner=self.partner)
+        status = selectors.manual_sync_status(partner=self.partner)
         ctx.update(
             manual=status,
             actions=list((status["actions"] or {}).values()),
-            zone=manual.partner_zone(self.partner),
+            zone=selectors.partner_zone(self.partner),
             runs=self.get_partner_queryset(SyncRun).order_by("-created_at", "-id")[:20],
         )
         return ctx

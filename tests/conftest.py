@@ -4,34 +4,28 @@ intruder who must get 404) and C (a bystander whose data must not change either)
 import pytest
 from rest_framework.test import APIClient
 
-from partners.models import Partner, User
+from partners.models import Partner
 
-pytest_plugins = ["tests.fixtures.sandbox", "tests.fixtures.sync"]
+from . import factories
+
+pytest_plugins = ["tests.harness.sandbox", "tests.harness.sync"]
 
 
 @pytest.fixture
 def make_partner(db):
-    def make(name="Acme MSP", **kwargs):
-        return Partner.objects.create(name=name, **kwargs)
-
-    return make
+    return factories.create_partner
 
 
 @pytest.fixture
 def make_user(db):
-    def make(partner, username=None, role=User.Role.OWNER, password="pw-for-tests-1", **kwargs):
-        username = username or f"{partner.slug}-{role}"
-        user = User.objects.create_user(
-            username=username,
-            email=f"{username}@example.test",
-            password=password,
-            partner=partner,
-            role=role,
-            **kwargs,
-        )
-        return user
+    return factories.create_user
 
-    return make
+
+@pytest.fixture
+def make_invoice(db):
+    """make_invoice(partner, total="100.00", source="autotask", customer=…, …): an invoice and,
+    unless given, its own customer (tests/factories.py)."""
+    return factories.create_invoice
 
 
 @pytest.fixture

@@ -28,12 +28,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    # Our apps in layer order, lowest first (README "Architecture"; bin/lint enforces it).
     "partners",
     "integrations",
     "customers",
     "invoices",
-    "payments",
     "sync",
+    "payments",
+    "ops",
     "sandbox",
 ]
 

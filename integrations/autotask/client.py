@@ -126,6 +126,9 @@ class AutotaskClient:
     ``AUTOTASK_CONNECT_TIMEOUT_SECONDS``, ``AUTOTASK_MAX_RETRIES``); every one can be passed
     explicitly. ``limiter`` defaults to the Redis limiter from ``REDIS_URL``; pass
     ``NoopLimiter()`` in unit tests. ``sleep`` and ``clock`` are injectable for fake-clock tests.
+    ``before_send`` is called just before each HTTP request, after the limiter's slot and
+    budget: a caller that must still own something when it sends (the write-back relay's
+    claim) checks it there and raises to send nothing.
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class AutotaskClient:
         session: requests.Session | None = None,
         zone_cache: ZoneCache | None = None,
         retry_policy: RetryPolicy | None = None,
+        before_send: Callable[[], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         in_batch_size: int = DEFAULT_IN_BATCH,
@@ -189,10 +193,7 @@ class AutotaskClient:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self.session = session
-        # Called just before each HTTP request, after the limiter's slot and budget: a caller
-        # that must still own something when it sends (the write-back relay's claim) checks it
-        # here and raises to send nothing.
-        self.before_send: Callable[[], None] | None = None
+        self.before_send = before_send
 
     def __repr__(self) -> str:  # never the secret
         return f"<AutotaskClient user={self.username!r}>"

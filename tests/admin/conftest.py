@@ -9,14 +9,15 @@ from django.contrib.auth.models import Group
 
 from invoices.models import Invoice
 from partners.models import User
-from payments import services as payment_services
-from payments import writeback
 from payments.models import WebhookEvent, WritebackOutbox
+from payments.services import ledger, payment_settings, webhook_events
 from sync.models import SyncRun
+from tests import factories
 from tests.payments.conftest import Sender, event
+from tests.payments.helpers import writeback_drain
 
 _migration = importlib.import_module("partners.migrations.0002_support_group")
-PASSWORD = "pw-for-tests-1"
+PASSWORD = factories.PASSWORD
 
 
 def support_group() -> Group:
@@ -60,9 +61,7 @@ def open_invoice(partner) -> Invoice:
 
 def pay_in_full(partner, invoice):
     invoice.refresh_from_db()
-    return payment_services.payment_record(
-        partner=partner, invoice_id=invoice.pk, amount=invoice.outstanding
-    )
+    return ledger.payment_record(partner=partner, invoice_id=invoice.pk, amount=invoice.outstanding)
 
 
 @pytest.fixture
@@ -73,7 +72,7 @@ def parked_writeback(partner_a, connected, autotask_sandbox):
     invoice = open_invoice(partner_a)
     pay_in_full(partner_a, invoice)
     db.set_switches(permission_denied=True, permission_status=403)
-    results = writeback.writeback_drain(partner=partner_a)
+    results = writeback_drain(partner=partner_a)
     db.set_switches(permission_denied=False)
     assert [r.outcome for r in results] == ["parked"]
     return WritebackOutbox.objects.get(invoice=invoice)
@@ -93,7 +92,7 @@ def failed_run(partner_a, connected):
 
 @pytest.fixture
 def endpoint(partner_a):
-    settings_obj, secret = payment_services.payment_settings_create(partner=partner_a)
+    settings_obj, secret = payment_settings.payment_settings_create(partner=partner_a)
     return settings_obj, secret
 
 
@@ -107,7 +106,7 @@ def parked_event(partner_a, endpoint):
     assert response.status_code == 202, response.content
     parked = WebhookEvent.objects.get(partner=partner_a)
     if parked.status == "received":
-        payment_services.webhook_event_process(partner=partner_a, event_id=parked.pk)
+        webhook_events.webhook_event_process(partner=partner_a, event_id=parked.pk)
         parked.refresh_from_db()
     assert parked.status == "parked", (parked.status, parked.reason)
     return parked

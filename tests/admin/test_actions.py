@@ -9,13 +9,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from config.encryption import Sealed
+from integrations import connect as integration_connect
 from integrations import services as integration_services
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
 from partners.models import User
-from payments import writeback
 from payments.models import Payment, WebhookEvent, WritebackOutbox
 from sync.models import SyncRun, SyncState
+from tests.payments.helpers import writeback_drain
 
 from .conftest import PASSWORD
 
@@ -146,7 +147,7 @@ def test_test_connection_with_undecryptable_credentials_marks_needs_attention(
 
 
 def test_test_connection_of_a_disconnected_partner(ops, connected):
-    integration_services.autotask_disconnect(connection=connected, actor=None)
+    integration_connect.autotask_disconnect(connection=connected, actor=None)
     shown = run_action(ops, AutotaskConnection, "test_connection", [connected])
     assert shown == [f"{connected.partner}: disconnected: no stored credentials to test."]
 
@@ -222,7 +223,7 @@ def test_retry_sends_a_parked_write_back(
     assert log_messages(parked_writeback) == [
         (support_user.username, "Write-back retried (queued again).")
     ]
-    assert [r.outcome for r in writeback.writeback_drain(partner=partner)] == ["sent"]
+    assert [r.outcome for r in writeback_drain(partner=partner)] == ["sent"]
     invoice = parked_writeback.invoice
     paid = autotask_sandbox.db.get_invoice(invoice.autotask_id)["paidDate"]
     assert paid[:10] == timezone.localdate().isoformat()
@@ -241,5 +242,5 @@ def test_cancel_stops_a_parked_write_back(ops, support_user, parked_writeback):
     assert shown == ["1 row(s) cancelled."]
     parked_writeback.refresh_from_db()
     assert parked_writeback.state == "cancelled"
-    assert writeback.writeback_drain(partner=parked_writeback.partner) == []
+    assert writeback_drain(partner=parked_writeback.partner) == []
     assert log_messages(parked_writeback) == [(support_user.username, "Write-back cancelled.")]

@@ -10,11 +10,11 @@ from playwright.sync_api import expect
 from config.celery import app as celery_app
 from invoices.models import Invoice
 from partners.models import User
-from payments import services as payment_services
-from payments import writeback
 from payments.models import WritebackAttempt, WritebackOutbox
+from payments.services import ledger
 from sync.models import SyncRun
 from tests.admin.conftest import PASSWORD, support_group
+from tests.payments.helpers import writeback_drain
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -39,13 +39,11 @@ def failed_writeback(partner_a, connect, run_now, autotask_sandbox):
     invoice = (
         Invoice.objects.filter(partner=partner_a, status="open", total__gt=0).order_by("id").first()
     )
-    payment_services.payment_record(
-        partner=partner_a, invoice_id=invoice.pk, amount=invoice.outstanding
-    )
+    ledger.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=invoice.outstanding)
     db = autotask_sandbox.db
     # The partner's API user loses its permissions in Autotask: the PATCH is refused.
     db.set_switches(permission_denied=True, permission_status=403)
-    assert [r.outcome for r in writeback.writeback_drain(partner=partner_a)] == ["parked"]
+    assert [r.outcome for r in writeback_drain(partner=partner_a)] == ["parked"]
     db.set_switches(permission_denied=False)  # ...and the partner fixes it
     outbox = WritebackOutbox.objects.get(invoice=invoice)
     assert outbox.state == WritebackOutbox.State.PARKED

@@ -161,7 +161,7 @@ def test_get_never_shows_the_secret(api_a, autotask_sandbox):
 
 
 def test_identifier_change_relabels_without_sync(api_a, partner_a, autotask_sandbox):
-    from sync.services import execute_run
+    from sync.services.runs import execute_run
 
     api_a.post(URL, body(autotask_sandbox.db), format="json")
     execute_run(partner=partner_a, run_id=SyncRun.objects.get().id)
@@ -179,7 +179,7 @@ def test_identifier_change_relabels_without_sync(api_a, partner_a, autotask_sand
 
 
 def test_disconnect_erases_credentials_keeps_data(api_a, partner_a, autotask_sandbox):
-    from sync.services import execute_run
+    from sync.services.runs import execute_run
 
     api_a.post(URL, body(autotask_sandbox.db), format="json")
     execute_run(partner=partner_a, run_id=SyncRun.objects.get().id)

@@ -38,6 +38,7 @@ def test_changed_invoice_gets_a_fresh_pdf(
 ):
     url = reverse("api:invoice-pdf", args=[synced_a.pk])
     api_a.get(url)
+    autotask_sandbox.db.set_switches(invoice_edit_in_place=True)  # legacy sandbox: edit in place
     autotask_sandbox.db.set_invoice_total(synced_a.autotask_id, 4321.00)
     run_now(new_run(partner_a, SyncRun.Kind.UNPAID))
     fresh = api_a.get(url)

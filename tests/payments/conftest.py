@@ -6,49 +6,19 @@ import itertools
 import json
 import time
 import uuid
-from decimal import Decimal
 
 import pytest
 from django.test import Client
 
-from customers.models import Customer
-from invoices.models import Invoice
-from payments import services, webhooks
+from payments import webhooks
 from payments.models import Payment, PaymentSettings, WebhookEvent, WritebackOutbox
-
-_ids = itertools.count(1)
-
-
-@pytest.fixture
-def make_invoice(db):
-    def make(partner, *, total="100.00", source="autotask", autotask_id=None, number=None, **kw):
-        n = next(_ids)
-        customer = kw.pop("customer", None) or Customer.objects.create(
-            partner=partner,
-            source=source,
-            autotask_id=(70000 + n) if source == "autotask" else None,
-            name=f"Customer {n}",
-        )
-        if source == "autotask" and autotask_id is None:
-            autotask_id = 80000 + n
-        return Invoice.objects.create(
-            partner=partner,
-            customer=customer,
-            source=source,
-            autotask_id=autotask_id,
-            number=number or f"INV-{n}",
-            invoice_date="2026-01-01",
-            total=Decimal(total),
-            **kw,
-        )
-
-    return make
+from payments.services import payment_settings
 
 
 @pytest.fixture
 def endpoint_factory(db):
     def make(partner) -> tuple[PaymentSettings, str]:
-        s, secret = services.payment_settings_create(partner=partner)
+        s, secret = payment_settings.payment_settings_create(partner=partner)
         assert secret is not None
         return s, secret
 

@@ -10,7 +10,8 @@ from rest_framework.test import APIClient
 
 from customers.models import Customer
 from invoices.models import Invoice
-from payments.models import IdempotencyKey, Payment, WritebackOutbox
+from partners.models import IdempotencyKey
+from payments.models import Payment, WritebackOutbox
 
 pytestmark = pytest.mark.django_db
 
@@ -84,14 +85,14 @@ def test_idempotency_key_with_another_body_is_422(api_a, partner_a, make_invoice
 
 
 def test_idempotency_key_still_running_is_409(api_a, partner_a, make_invoice):
-    from payments import services
+    from partners.idempotency import request_fingerprint
 
     invoice = make_invoice(partner_a, total="100.00")
     data = {"invoice": invoice.pk, "amount": "25.00"}
     import json
 
     body = json.dumps(data).encode()
-    fp = services.request_fingerprint("POST", "/api/v1/payments/", body)
+    fp = request_fingerprint("POST", "/api/v1/payments/", body)
     IdempotencyKey.objects.create(partner=partner_a, key="key-3", fingerprint=fp)
     r = api_a.post(
         "/api/v1/payments/", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="key-3"

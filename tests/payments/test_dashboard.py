@@ -7,8 +7,8 @@ import pytest
 
 from customers.models import Customer
 from invoices.models import Invoice
-from payments import services
 from payments.models import Payment, WritebackOutbox
+from payments.services import ledger, payment_settings
 
 pytestmark = pytest.mark.django_db
 
@@ -17,8 +17,8 @@ def test_payments_page_lists_the_partners_payments_only(
     client_a, partner_a, partner_b, make_invoice
 ):
     ia, ib = make_invoice(partner_a, number="A-1"), make_invoice(partner_b, number="B-1")
-    services.payment_record(partner=partner_a, invoice_id=ia.pk, amount=Decimal("12.34"))
-    services.payment_record(partner=partner_b, invoice_id=ib.pk, amount=Decimal("56.78"))
+    ledger.payment_record(partner=partner_a, invoice_id=ia.pk, amount=Decimal("12.34"))
+    ledger.payment_record(partner=partner_b, invoice_id=ib.pk, amount=Decimal("56.78"))
     page = client_a.get("/payments/").content.decode()
     assert "12.34" in page and "A-1" in page
     assert "56.78" not in page and "B-1" not in page
@@ -77,7 +77,7 @@ def test_settings_page_creates_an_endpoint_and_shows_the_secret_once(client_a, p
     assert "Create webhook endpoint" in page
     client_a.post("/payments/settings/", {"action": "create"})
     page = client_a.get("/payments/settings/").content.decode()
-    s = services.payment_settings_get(partner=partner_a)
+    s = payment_settings.payment_settings_get(partner=partner_a)
     assert f"/api/v1/payments/webhooks/{s.endpoint_id}/" in page
     secret = page.split('id="new-secret">')[1].split("<")[0]
     assert secret.startswith("whsec_") and s.secret.reveal() == secret

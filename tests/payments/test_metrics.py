@@ -81,10 +81,10 @@ def test_attempts_and_autotask_errors_by_kind(client, settings, partner_a, make_
 
 
 def test_webhook_deliveries_by_outcome_and_rejections(client, settings, partner_a, partner_b):
-    from payments import services
+    from payments.services import payment_settings
 
-    s_a, _ = services.payment_settings_create(partner=partner_a)
-    s_b, _ = services.payment_settings_create(partner=partner_b)
+    s_a, _ = payment_settings.payment_settings_create(partner=partner_a)
+    s_b, _ = payment_settings.payment_settings_create(partner=partner_b)
     PaymentSettings.objects.filter(pk=s_a.pk).update(rejected_count=3)
     PaymentSettings.objects.filter(pk=s_b.pk).update(rejected_count=4)
     for n, (status, reason) in enumerate(

@@ -11,10 +11,11 @@ import time_machine
 from django.utils import timezone
 
 from invoices.models import Invoice
-from payments import services, writeback
 from payments.models import Payment, PaymentSettings, WebhookEvent
+from payments.services import payment_settings, webhook_events
 
 from .conftest import Sender, counts, event
+from .helpers import writeback_drain
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +26,7 @@ def process_all(partner):
     for pk in WebhookEvent.objects.filter(partner=partner, status="received").values_list(
         "pk", flat=True
     ):
-        services.webhook_event_process(partner=partner, event_id=pk)
+        webhook_events.webhook_event_process(partner=partner, event_id=pk)
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def deliver(world, partner, kinds, invoice, payment_id, *, duplicates=True):
         if duplicates:
             assert world["sender"].send(body, event_id=eid + "_again").status_code == 202
         process_all(partner)
-        writeback.writeback_drain(partner=partner)
+        writeback_drain(partner=partner)
 
 
 def outcome(world, invoice, payment_id):
@@ -120,7 +121,7 @@ def test_replay_days_later_resigned_is_200_and_a_no_op(partner_a, world, days):
     for eid, body in bodies:
         world["sender"].send(body, event_id=eid)
     process_all(partner_a)
-    writeback.writeback_drain(partner=partner_a)
+    writeback_drain(partner=partner_a)
     before = (counts(), outcome(world, invoice, "pay_replay"))
     patches_before = len(world["db"].requests(entity="Invoices", method="PATCH"))
     with time_machine.travel(timezone.now() + timedelta(days=days), tick=False):
@@ -128,7 +129,7 @@ def test_replay_days_later_resigned_is_200_and_a_no_op(partner_a, world, days):
             r = world["sender"].send(body, event_id=eid, ts=int(time.time()))
             assert r.status_code == 200 and r.json()["duplicate"] is True
         process_all(partner_a)
-        writeback.writeback_drain(partner=partner_a)
+        writeback_drain(partner=partner_a)
     assert (counts(), outcome(world, invoice, "pay_replay")) == before
     assert len(world["db"].requests(entity="Invoices", method="PATCH")) == patches_before
 
@@ -144,7 +145,9 @@ def test_rotation_both_secrets_verify_during_overlap_and_old_one_is_rejected_aft
     endpoint_id = world["sender"].endpoint_id
     only_old = Sender(endpoint_id, [old])
     answers = [only_old.send(body).status_code for _ in range(300)]
-    _, new = services.payment_settings_rotate_secret(partner=partner_a, overlap=timedelta(hours=1))
+    _, new = payment_settings.payment_settings_rotate_secret(
+        partner=partner_a, overlap=timedelta(hours=1)
+    )
     assert new != old
     both = Sender(endpoint_id, [new, old])  # the processor signs with both while rotating
     only_new = Sender(endpoint_id, [new])

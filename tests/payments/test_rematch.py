@@ -3,8 +3,9 @@
 import pytest
 
 from invoices.models import Invoice
-from payments import services, tasks
+from payments import tasks
 from payments.models import WebhookEvent
+from payments.services import webhook_events
 
 from .conftest import Sender, event
 
@@ -21,6 +22,7 @@ def test_event_for_an_invoice_not_yet_synced_is_applied_after_the_next_sync(
     monkeypatch,
     django_capture_on_commit_callbacks,
 ):
+    autotask_sandbox.db.set_switches(own_company=False)  # legacy sandbox: no company 0
     conn = connect(partner_a)
     run_now(conn.first_run)
     db = autotask_sandbox.db
@@ -32,7 +34,7 @@ def test_event_for_an_invoice_not_yet_synced_is_applied_after_the_next_sync(
     body = event("succeeded", "pay_late", None, "1.00", invoice_number="LATE-1")
     assert sender.send(body).status_code == 202
     event_row = WebhookEvent.objects.get(partner=partner_a)
-    services.webhook_event_process(partner=partner_a, event_id=event_row.pk)
+    webhook_events.webhook_event_process(partner=partner_a, event_id=event_row.pk)
     event_row.refresh_from_db()
     assert (event_row.status, event_row.reason) == ("parked", "unknown_invoice")
 
@@ -42,7 +44,7 @@ def test_event_for_an_invoice_not_yet_synced_is_applied_after_the_next_sync(
         run = run_now(new_run(partner_a, "initial"))
     assert run.status == "succeeded", run.error_message
     assert (partner_a.pk, event_row.pk) in calls
-    services.webhook_event_process(partner=partner_a, event_id=event_row.pk)
+    webhook_events.webhook_event_process(partner=partner_a, event_id=event_row.pk)
     event_row.refresh_from_db()
     assert event_row.status == "processed"
     invoice = Invoice.objects.get(partner=partner_a, number="LATE-1")

@@ -37,10 +37,11 @@ import pytest
 import requests
 
 from invoices.models import Invoice
-from payments import services, webhooks
+from payments import webhooks
 from payments.models import Payment, WebhookEvent, WritebackOutbox
-from tests.fixtures.sandbox import reopen_paid_invoices
-from tests.sync.worker_harness import (
+from payments.services import ledger, payment_settings, webhook_events
+from tests.harness.sandbox import reopen_paid_invoices
+from tests.harness.workers import (
     ROOT,
     Worker,
     alive,
@@ -146,7 +147,7 @@ def storm_env(partner_a, connect, run_now, make_sandbox, tmp_path):
     run = run_now(conn.first_run)
     assert run.status == "succeeded", run.error_message
     server.db.reset_counters()
-    endpoint, secret = services.payment_settings_create(partner=partner_a)
+    endpoint, secret = payment_settings.payment_settings_create(partner=partner_a)
     env = worker_environment(server)
     from config.celery import app
 
@@ -360,7 +361,7 @@ def storm(partner_a, storm_env, processes, *, kill_gunicorn_workers: int = 0):
         # A gunicorn worker killed between its commit and its publish leaves an event
         # "received" without a task: the periodic rematch_stale pass (every 2 minutes in
         # production) enqueues it again. Run that pass now rather than wait for beat.
-        requeued = services.webhook_events_requeue_stale(older_than=timedelta(seconds=30))
+        requeued = webhook_events.webhook_events_requeue_stale(older_than=timedelta(seconds=30))
         wait_drained(partner_a, expect_outbox=len(fully_paid))
     drained_in = time.monotonic() - started - sent_in
     latencies = sorted(a[2] for a in answers if a[2] > 0)
@@ -424,7 +425,7 @@ def assert_exactly_once(partner, result, *, exact_202: bool):
     for entry in db.requests(entity="Invoices", method="PATCH"):
         at_id = (entry.get("body") or {}).get("id")
         per_invoice[at_id] = per_invoice.get(at_id, 0) + 1
-    expected_day = services._partner_date(partner, result["occurred"]).isoformat()
+    expected_day = ledger._partner_date(partner, result["occurred"]).isoformat()
     for pk in fully:
         at_id = invoices[pk].autotask_id
         assert per_invoice.get(at_id) == 1, (pk, at_id, per_invoice.get(at_id))

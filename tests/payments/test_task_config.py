@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from config.celery import app
 from invoices.models import Invoice
-from payments import services, tasks, writeback
+from payments import tasks
 from payments.models import WebhookEvent, WritebackOutbox
+from payments.services import ledger, payment_settings, webhook_events, writeback
 
 from .conftest import Sender, event
 
@@ -81,6 +82,7 @@ def assert_ids_only(message: dict, *secrets: str) -> None:
 
 @pytest.mark.parametrize(("name", "queue"), sorted(PAYMENT_TASKS.items()))
 def test_payment_tasks_are_routed_to_their_queue(name, queue):
+    app.loader.import_default_modules()  # what a worker does at start: every app's tasks.py
     app.finalize()
     assert name in app.tasks
     route = app.amqp.router.route({}, name, (), {}, app.tasks[name])
@@ -89,6 +91,7 @@ def test_payment_tasks_are_routed_to_their_queue(name, queue):
 
 @pytest.mark.parametrize("name", sorted(PAYMENT_TASKS))
 def test_payment_tasks_ack_late_and_reject_on_worker_lost_as_the_app_config(name):
+    app.loader.import_default_modules()
     app.finalize()
     task = app.tasks[name]
     assert app.conf.task_acks_late is True and app.conf.task_reject_on_worker_lost is True
@@ -111,7 +114,7 @@ def synced(partner_a, connect, run_now, autotask_sandbox):
 def test_webhook_to_writeback_messages_carry_ids_only(
     partner_a, synced, broker, django_capture_on_commit_callbacks
 ):
-    s, secret = services.payment_settings_create(partner=partner_a)
+    s, secret = payment_settings.payment_settings_create(partner=partner_a)
     invoice = synced["invoice"]
     body = event("succeeded", "pay_cq1", invoice, str(invoice.outstanding))
     raw = json.dumps(body)
@@ -158,9 +161,7 @@ def test_writeback_countdowns_stay_below_half_the_visibility_timeout(
     db, invoice = synced["db"], synced["invoice"]
     db.fail_next(1, "429", entity="Invoices", retry_after=retry_after)
     with django_capture_on_commit_callbacks(execute=True):
-        services.payment_record(
-            partner=partner_a, invoice_id=invoice.pk, amount=invoice.outstanding
-        )
+        ledger.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=invoice.outstanding)
     outbox = WritebackOutbox.objects.get(invoice=invoice)
     [first] = broker.named("payments.writeback.send")
     assert countdown_of(first) is None
@@ -186,7 +187,7 @@ def test_webhook_processing_retry_countdown_stays_below_half_the_visibility_time
     half = settings.CELERY_VISIBILITY_TIMEOUT / 2
     task = tasks.process_webhook_event
     with mock.patch.object(
-        services, "webhook_event_process", side_effect=RuntimeError("database hiccup")
+        webhook_events, "webhook_event_process", side_effect=RuntimeError("database hiccup")
     ):
         for retries in range(task.max_retries):
             # As in a worker (not eager): retry() publishes a new message with a countdown.

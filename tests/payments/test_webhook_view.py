@@ -7,8 +7,9 @@ import time
 import pytest
 from django.test import Client
 
-from payments import services, webhooks
+from payments import webhooks
 from payments.models import PaymentSettings, WebhookEvent
+from payments.services import webhook_events
 
 from .conftest import Sender, counts, event
 
@@ -19,7 +20,7 @@ def process_all(partner):
     for pk in WebhookEvent.objects.filter(partner=partner, status="received").values_list(
         "pk", flat=True
     ):
-        services.webhook_event_process(partner=partner, event_id=pk)
+        webhook_events.webhook_event_process(partner=partner, event_id=pk)
 
 
 @pytest.fixture
@@ -267,7 +268,7 @@ def test_parked_event_is_rematched_when_the_invoice_becomes_known(setup, partner
     type(invoice).objects.filter(pk=invoice.pk).update(number="INV-NOT-YET")
     # what the after-sync hook enqueues: the same processing for each parked event
     for pk in WebhookEvent.objects.filter(status="parked").values_list("pk", flat=True):
-        services.webhook_event_process(partner=partner_a, event_id=pk)
+        webhook_events.webhook_event_process(partner=partner_a, event_id=pk)
     invoice.refresh_from_db()
     assert invoice.paid_here == 10
     assert WebhookEvent.objects.get(partner=partner_a).status == "processed"
@@ -312,18 +313,18 @@ def test_an_acknowledgement_does_not_wait_for_an_event_being_processed(
     assert sender.send(event("succeeded", "pay_1", invoice)).status_code == 202
     event_id = WebhookEvent.objects.get().pk
     holding, release = threading.Event(), threading.Event()
-    original = services._advisory_lock
+    original = webhook_events._advisory_lock
 
     def lock_and_hold(partner_id, key):  # called with the event row locked
         original(partner_id, key)
         holding.set()
         release.wait(10)
 
-    monkeypatch.setattr(services, "_advisory_lock", lock_and_hold)
+    monkeypatch.setattr(webhook_events, "_advisory_lock", lock_and_hold)
 
     def process():
         try:
-            services.webhook_event_process(partner=partner_a, event_id=event_id)
+            webhook_events.webhook_event_process(partner=partner_a, event_id=event_id)
         finally:
             connection.close()
 

@@ -10,8 +10,11 @@ from django.utils import timezone
 
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
-from payments import services, writeback
+from payments import tasks
 from payments.models import WritebackAttempt, WritebackOutbox
+from payments.services import ledger, payment_settings, writeback
+
+from .helpers import writeback_drain
 
 pytestmark = pytest.mark.django_db
 
@@ -44,25 +47,23 @@ def patches(db, invoice=None):
 
 def pay_in_full(partner, invoice):
     invoice.refresh_from_db()
-    return services.payment_record(
-        partner=partner, invoice_id=invoice.pk, amount=invoice.outstanding
-    )
+    return ledger.payment_record(partner=partner, invoice_id=invoice.pk, amount=invoice.outstanding)
 
 
 def test_full_payment_sets_paid_date_and_deleting_it_clears_it(partner_a, synced):
     db, invoice = synced["db"], synced["invoices"][0]
     payment = pay_in_full(partner_a, invoice)
     today = timezone.localdate().isoformat()
-    results = writeback.writeback_drain(partner=partner_a)
+    results = writeback_drain(partner=partner_a)
     assert [r.outcome for r in results] == ["sent"]
     assert paid_date(db, invoice) == today
     body = patches(db, invoice)[0]["body"]
     assert body == {"id": invoice.autotask_id, "paidDate": f"{today}T00:00:00Z"}
 
-    services.payment_delete(partner=partner_a, payment_id=payment.pk)
+    ledger.payment_delete(partner=partner_a, payment_id=payment.pk)
     invoice.refresh_from_db()
     assert invoice.status == "open" and invoice.outstanding == invoice.total - invoice.credits
-    writeback.writeback_drain(partner=partner_a)
+    writeback_drain(partner=partner_a)
     assert paid_date(db, invoice) is None
     assert len(patches(db, invoice)) == 2
     outbox = WritebackOutbox.objects.get(invoice=invoice)
@@ -80,8 +81,8 @@ def test_full_payment_sets_paid_date_and_deleting_it_clears_it(partner_a, synced
 
 def test_partial_payment_sends_nothing(partner_a, synced):
     db, invoice = synced["db"], synced["invoices"][0]
-    services.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("0.01"))
-    assert writeback.writeback_drain(partner=partner_a) == []
+    ledger.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("0.01"))
+    assert writeback_drain(partner=partner_a) == []
     assert patches(db) == []
 
 
@@ -89,10 +90,10 @@ def test_only_the_latest_state_is_sent(partner_a, synced):
     """SY-7 in small: pay → delete → pay before the relay runs = one PATCH with the date."""
     db, invoice = synced["db"], synced["invoices"][0]
     p = pay_in_full(partner_a, invoice)
-    services.payment_delete(partner=partner_a, payment_id=p.pk)
+    ledger.payment_delete(partner=partner_a, payment_id=p.pk)
     assert WritebackOutbox.objects.get(invoice=invoice).state == "done"  # nothing to send
     pay_in_full(partner_a, invoice)
-    writeback.writeback_drain(partner=partner_a)
+    writeback_drain(partner=partner_a)
     assert len(patches(db, invoice)) == 1
     assert paid_date(db, invoice) == timezone.localdate().isoformat()
 
@@ -101,8 +102,8 @@ def test_pay_then_delete_before_relay_sends_nothing(partner_a, synced):
     db = synced["db"]
     for invoice in synced["invoices"][:3]:
         p = pay_in_full(partner_a, invoice)
-        services.payment_delete(partner=partner_a, payment_id=p.pk)
-    writeback.writeback_drain(partner=partner_a)
+        ledger.payment_delete(partner=partner_a, payment_id=p.pk)
+    writeback_drain(partner=partner_a)
     assert patches(db) == []
     assert all(paid_date(db, i) is None for i in synced["invoices"][:3])
 
@@ -144,7 +145,7 @@ def test_429_retry_after_is_honoured_before_the_next_patch(partner_a, synced):
         assert writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk).outcome == (
             "not_due"
         )
-        assert writeback.writeback_drain(partner=partner_a) == []
+        assert writeback_drain(partner=partner_a) == []
         assert len(patches(db, invoice)) == 1
         clock.shift(first.retry_in - 119 + 0.01)
         assert writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk).outcome == "sent"
@@ -167,7 +168,7 @@ def test_auth_error_parks_the_row_and_flags_the_connection(partner_a, synced):
     conn.secret = "not-the-secret"
     conn.save()
     pay_in_full(partner_a, invoice)
-    results = writeback.writeback_drain(partner=partner_a)
+    results = writeback_drain(partner=partner_a)
     assert [r.outcome for r in results] == ["parked"]
     outbox = WritebackOutbox.objects.get(invoice=invoice)
     assert outbox.state == "parked" and outbox.last_error_kind == "auth:bad_secret"
@@ -178,7 +179,7 @@ def test_auth_error_parks_the_row_and_flags_the_connection(partner_a, synced):
     conn.secret = db.secret
     conn.save()
     assert writeback.writeback_retry(outbox=outbox)
-    writeback.writeback_drain(partner=partner_a)
+    writeback_drain(partner=partner_a)
     assert paid_date(db, invoice) == timezone.localdate().isoformat()
 
 
@@ -187,7 +188,7 @@ def test_ops_cancel_stops_sending(partner_a, synced):
     pay_in_full(partner_a, invoice)
     outbox = WritebackOutbox.objects.get(invoice=invoice)
     assert writeback.writeback_cancel(outbox=outbox)
-    assert writeback.writeback_drain(partner=partner_a) == []
+    assert writeback_drain(partner=partner_a) == []
     assert patches(db) == []
 
 
@@ -212,14 +213,14 @@ def test_state_changed_while_sending_is_sent_again(partner_a, synced, monkeypatc
     outbox = WritebackOutbox.objects.get(invoice=invoice)
     real = writeback._client_for
 
-    def client_factory(connection):
-        client = real(connection)
+    def client_factory(connection, **options):
+        client = real(connection, **options)
         original = client.set_invoice_paid_date
 
         def patched(invoice_id, paid):
             result = original(invoice_id, paid)
             # the payment is deleted while the PATCH is in flight
-            services.payment_delete(partner=partner_a, payment_id=payment.pk)
+            ledger.payment_delete(partner=partner_a, payment_id=payment.pk)
             return result
 
         client.set_invoice_paid_date = patched
@@ -231,7 +232,7 @@ def test_state_changed_while_sending_is_sent_again(partner_a, synced, monkeypatc
         partner=partner_a, outbox_id=outbox.pk, client_factory=client_factory
     )
     assert first.outcome == "sent" and first.again
-    writeback.writeback_drain(partner=partner_a)
+    writeback_drain(partner=partner_a)
     assert paid_date(db, invoice) is None
     assert len(patches(db, invoice)) == 2
 
@@ -244,7 +245,7 @@ def test_sweep_enqueues_due_rows_only(partner_a, synced, monkeypatch):
         next_attempt_at=timezone.now() + timedelta(minutes=30)
     )
     calls = []
-    monkeypatch.setattr(writeback.send, "delay", lambda *a: calls.append(a))
+    monkeypatch.setattr(tasks.send, "delay", lambda *a: calls.append(a))
     assert writeback.writeback_sweep() == 1
     first = WritebackOutbox.objects.get(invoice=synced["invoices"][0])
     assert calls == [(partner_a.pk, first.pk)]
@@ -256,8 +257,8 @@ def test_invoice_paid_in_autotask_is_never_written(partner_a, synced, run_now, n
     run_now(new_run(partner_a, "unpaid"))
     invoice.refresh_from_db()
     assert invoice.paid_in_autotask_on is not None and invoice.status == "paid"
-    services.payment_settings_update(partner=partner_a, allow_overpayment=True)
-    services.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("1.00"))
+    payment_settings.payment_settings_update(partner=partner_a, allow_overpayment=True)
+    ledger.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("1.00"))
     assert not WritebackOutbox.objects.filter(invoice=invoice).exists()
     assert patches(db) == []
 
@@ -268,16 +269,16 @@ def test_a_payment_change_during_retry_after_waits_it_out(partner_a, synced):
     is still not sent before the Retry-After elapsed."""
     db, invoice = synced["db"], synced["invoices"][0]
     payment = pay_in_full(partner_a, invoice)
-    writeback.writeback_drain(partner=partner_a)
+    writeback_drain(partner=partner_a)
     outbox = WritebackOutbox.objects.get(invoice=invoice)
     with time_machine.travel(timezone.now(), tick=False) as clock:
-        services.payment_delete(partner=partner_a, payment_id=payment.pk)
+        ledger.payment_delete(partner=partner_a, payment_id=payment.pk)
         db.fail_next(1, "429", entity="Invoices", retry_after=120)
         first = writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk)
         assert first.outcome == "retry" and first.retry_in >= 120
         clock.shift(10)
         invoice.refresh_from_db()
-        services.payment_record(
+        ledger.payment_record(
             partner=partner_a,
             invoice_id=invoice.pk,
             amount=invoice.outstanding,
@@ -287,7 +288,7 @@ def test_a_payment_change_during_retry_after_waits_it_out(partner_a, synced):
         assert outbox.state == "pending" and outbox.next_attempt_at > timezone.now()
         early = writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk)
         assert early.outcome == "not_due" and early.retry_in >= 109
-        assert writeback.writeback_drain(partner=partner_a) == []
+        assert writeback_drain(partner=partner_a) == []
         assert len(patches(db, invoice)) == 2  # the payment's, the throttled clear
         clock.shift(first.retry_in - 10 + 0.01)
         assert writeback.writeback_send(partner=partner_a, outbox_id=outbox.pk).outcome == "sent"
@@ -303,7 +304,7 @@ def test_a_relay_that_lost_its_claim_sends_nothing(partner_a, synced):
     real = writeback._client_for
     taken_over = []
 
-    def client_factory(connection):
+    def client_factory(connection, **options):
         # the relay is paused here, past its lease; another relay claims the row
         with time_machine.travel(timezone.now() + writeback.lease() + timedelta(seconds=1)):
             import uuid
@@ -311,7 +312,7 @@ def test_a_relay_that_lost_its_claim_sends_nothing(partner_a, synced):
             token = uuid.uuid4()
             assert writeback._claim(partner_a, outbox.pk, token)
             taken_over.append(token)
-        return real(connection)
+        return real(connection, **options)
 
     result = writeback.writeback_send(
         partner=partner_a, outbox_id=outbox.pk, client_factory=client_factory

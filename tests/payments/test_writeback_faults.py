@@ -67,11 +67,11 @@ import pytest
 from django.utils import timezone
 
 from invoices.models import Invoice
-from payments import services, writeback
 from payments.models import Payment, WritebackAttempt, WritebackOutbox
+from payments.services import ledger, writeback
 from sandbox.faults import Fault, FaultPlan
-from tests.fixtures.sandbox import reopen_paid_invoices
-from tests.sync.worker_harness import Worker, wait_for, worker_environment
+from tests.harness.sandbox import reopen_paid_invoices
+from tests.harness.workers import Worker, wait_for, worker_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -227,7 +227,7 @@ def expected_paid_dates(partner, invoices) -> dict[int, str | None]:
         )
         total = sum((p.amount for p in paid), start=0)
         fully = total > 0 and total >= inv.total - inv.credits
-        day = services._partner_date(partner, paid[0].received_at) if fully else None
+        day = ledger._partner_date(partner, paid[0].received_at) if fully else None
         expected[inv.autotask_id] = day.isoformat() if day else None
     return expected
 
@@ -250,7 +250,7 @@ def test_sy6_writeback_under_faults_two_relays_one_sigkilled(partner_a, sy6_env,
     )
     assert len(invoices) >= INVOICES, f"{len(invoices)} open invoices"
     invoices = rng.sample(invoices, INVOICES)
-    today = services._partner_date(partner_a, timezone.now())
+    today = ledger._partner_date(partner_a, timezone.now())
     yesterday = today - timedelta(days=1)
     planned_pay = plan_faults(faults, rng, [(i.autotask_id, wire_date(today)) for i in invoices])
     reopen = rng.sample(invoices, int(INVOICES * REOPEN_SHARE))
@@ -272,7 +272,7 @@ def test_sy6_writeback_under_faults_two_relays_one_sigkilled(partner_a, sy6_env,
     killed_at = 0.0
 
     def pay(inv):
-        payments[inv.pk] = services.payment_record(
+        payments[inv.pk] = ledger.payment_record(
             partner=partner_a, invoice_id=inv.pk, amount=inv.outstanding
         )
         beat.tick()
@@ -318,7 +318,7 @@ def test_sy6_writeback_under_faults_two_relays_one_sigkilled(partner_a, sy6_env,
         for invoice_id, due in rows:
             inv = waiting.pop(invoice_id)
             inv.refresh_from_db()
-            services.payment_record(
+            ledger.payment_record(
                 partner=partner_a,
                 invoice_id=inv.pk,
                 amount=inv.outstanding,
@@ -329,7 +329,7 @@ def test_sy6_writeback_under_faults_two_relays_one_sigkilled(partner_a, sy6_env,
 
     # The re-paid ones last, watched from then on: their Retry-After window is 8 s.
     for inv in [*reopen[REPAY:], *repay]:
-        services.payment_delete(partner=partner_a, payment_id=payments[inv.pk].pk)
+        ledger.payment_delete(partner=partner_a, payment_id=payments[inv.pk].pk)
         if inv in repay:
             repay_throttled()
     try:

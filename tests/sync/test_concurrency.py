@@ -19,9 +19,11 @@ from django.utils import timezone
 
 from integrations.autotask.errors import AutotaskError
 from invoices.models import Invoice
-from sync import services
 from sync.engine import SyncEngine
 from sync.models import ChangeLogEntry, SyncRun, SyncState
+from sync.services import leases
+from sync.services.reaper import reap_stuck_runs
+from sync.services.runs import MAX_ATTEMPTS, execute_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -123,15 +125,15 @@ def in_thread(fn, *args):
 
 
 def execute(run_id, partner):
-    return services.execute_run(partner=partner, run_id=run_id)
+    return execute_run(partner=partner, run_id=run_id)
 
 
 def execute_until_done(run_id, partner, *, deadline):
     """What Celery does with RetryLater, without the countdown: try again until finished."""
     for _ in range(2_000):
         try:
-            run = services.execute_run(partner=partner, run_id=run_id)
-        except services.RetryLater:
+            run = execute_run(partner=partner, run_id=run_id)
+        except leases.RetryLater:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
@@ -167,7 +169,7 @@ def test_20_concurrent_deliveries_of_one_run_sync_it_once(
         barrier.wait(WAIT)
         try:
             return execute(run.id, partner_a).status
-        except services.RetryLater:
+        except leases.RetryLater:
             return "retry_later"
 
     threads = [in_thread(deliver) for _ in range(20)]
@@ -242,10 +244,10 @@ def test_duplicate_delivery_of_a_running_run_lets_no_other_run_in(
     thread, result = in_thread(execute, first.id, partner_a)
     assert pause.paused.wait(WAIT)
 
-    with pytest.raises(services.RetryLater):
+    with pytest.raises(leases.RetryLater):
         execute(first.id, partner_a)  # duplicate delivery: busy, try later
     second = new_run(partner_a, SyncRun.Kind.UNPAID)
-    with pytest.raises(services.RetryLater):
+    with pytest.raises(leases.RetryLater):
         execute(second.id, partner_a)  # another run of the partner must wait
     assert in_flight["runs"] == [first.id]
 
@@ -262,11 +264,11 @@ def test_duplicate_delivery_does_not_fail_a_live_third_attempt(
     """The attempt cap is for runs whose worker died, not for a live run on its 3rd try."""
     server = make_sandbox(companies=20, invoices=1_500)
     run = connect(partner_a, server=server).first_run
-    SyncRun.objects.filter(id=run.id).update(attempts=services.MAX_ATTEMPTS - 1)
+    SyncRun.objects.filter(id=run.id).update(attempts=MAX_ATTEMPTS - 1)
     pause = pause_at_invoice_page(2)
     thread, _ = in_thread(execute, run.id, partner_a)
     assert pause.paused.wait(WAIT)
-    with contextlib.suppress(services.RetryLater):
+    with contextlib.suppress(leases.RetryLater):
         execute(run.id, partner_a)
     run.refresh_from_db()
     assert run.status == SyncRun.Status.RUNNING, (run.error_kind, run.error_message)
@@ -275,12 +277,12 @@ def test_duplicate_delivery_does_not_fail_a_live_third_attempt(
     thread.join(WAIT)
     run.refresh_from_db()
     assert run.status == SyncRun.Status.SUCCEEDED
-    assert run.attempts == services.MAX_ATTEMPTS
+    assert run.attempts == MAX_ATTEMPTS
     assert run.error_kind == ""
 
 
 def _stale(run, attempts):
-    long_ago = timezone.now() - services.LEASE - timedelta(seconds=5)
+    long_ago = timezone.now() - leases.LEASE - timedelta(seconds=5)
     SyncRun.objects.filter(id=run.id).update(
         status=SyncRun.Status.RUNNING,
         owner=uuid.uuid4(),
@@ -303,7 +305,7 @@ def test_reaper_requeues_a_stuck_run_and_fails_it_after_3_attempts(
     no_broker.clear()
 
     _stale(run, attempts=1)
-    assert services.reap_stuck_runs() == {"requeued": 1, "failed": 0}
+    assert reap_stuck_runs() == {"requeued": 1, "failed": 0}
     run.refresh_from_db()
     assert run.status == SyncRun.Status.QUEUED and run.owner is None
     assert no_broker == [(partner_a.id, run.id)]  # enqueued again
@@ -315,9 +317,9 @@ def test_reaper_requeues_a_stuck_run_and_fails_it_after_3_attempts(
     assert execute(run.id, partner_a).status == SyncRun.Status.SUCCEEDED
 
     stuck = new_run(partner_a, SyncRun.Kind.INITIAL)
-    _stale(stuck, attempts=services.MAX_ATTEMPTS)
+    _stale(stuck, attempts=MAX_ATTEMPTS)
     no_broker.clear()
-    assert services.reap_stuck_runs() == {"requeued": 0, "failed": 1}
+    assert reap_stuck_runs() == {"requeued": 0, "failed": 1}
     stuck.refresh_from_db()
     assert stuck.status == SyncRun.Status.FAILED
     assert stuck.error_kind == "worker_lost"
@@ -344,8 +346,8 @@ def test_lost_lease_stops_the_old_owner_without_writing(
     run.refresh_from_db()
     cursor = dict(run.cursor)
     if how == "reaper":
-        later = timezone.now() + services.LEASE + timedelta(seconds=1)
-        assert services.reap_stuck_runs(now=later)["requeued"] == 1
+        later = timezone.now() + leases.LEASE + timedelta(seconds=1)
+        assert reap_stuck_runs(now=later)["requeued"] == 1
     else:
         SyncRun.objects.filter(id=run.id).update(owner=uuid.uuid4())
 
@@ -358,8 +360,8 @@ def test_lost_lease_stops_the_old_owner_without_writing(
     assert run.status != SyncRun.Status.SUCCEEDED
 
     if how == "other_owner":  # the "other owner" died too: the reaper hands the run back
-        later = timezone.now() + services.LEASE + timedelta(seconds=1)
-        assert services.reap_stuck_runs(now=later)["requeued"] == 1
+        later = timezone.now() + leases.LEASE + timedelta(seconds=1)
+        assert reap_stuck_runs(now=later)["requeued"] == 1
     server.db.reset_log()
     done = execute(run.id, partner_a)
     assert done.status == SyncRun.Status.SUCCEEDED, (done.error_kind, done.error_message)
@@ -382,7 +384,7 @@ def test_a_run_that_lost_the_partner_lease_stops_before_its_next_page(
     pause = pause_at_invoice_page(2)
     thread, result = in_thread(execute, first.id, partner_a)
     assert pause.paused.wait(WAIT)
-    long_ago = timezone.now() - services.LEASE - timedelta(seconds=5)
+    long_ago = timezone.now() - leases.LEASE - timedelta(seconds=5)
     SyncRun.objects.filter(id=first.id).update(heartbeat_at=long_ago)
     SyncState.objects.filter(partner=partner_a).update(lease_heartbeat_at=long_ago)
 
@@ -395,7 +397,7 @@ def test_a_run_that_lost_the_partner_lease_stops_before_its_next_page(
     assert Invoice.objects.filter(partner=partner_a).count() == written  # nothing more
     first.refresh_from_db()
     assert first.status == SyncRun.Status.RUNNING  # left to the reaper, which requeues it
-    assert services.reap_stuck_runs(now=timezone.now() + services.LEASE)["requeued"] == 1
+    assert reap_stuck_runs(now=timezone.now() + leases.LEASE)["requeued"] == 1
     assert execute(first.id, partner_a).status == SyncRun.Status.SUCCEEDED
     assert Invoice.objects.filter(partner=partner_a).count() == len(settled_invoices(server.db))
 
@@ -406,26 +408,26 @@ def test_a_live_owner_slower_than_the_lease_keeps_it_by_its_heartbeat(
     """CQ-4 with a short lease: the owner waits on one page for 3 leases; its heartbeat thread
     keeps both leases fresh, so neither a duplicate delivery, another run nor the reaper takes
     it over, and they are told to come back when the lease would go stale."""
-    monkeypatch.setattr(services, "LEASE", timedelta(seconds=1.5))
+    monkeypatch.setattr(leases, "LEASE", timedelta(seconds=1.5))
     server = make_sandbox(companies=20, invoices=1_500)
     run = connect(partner_a, server=server).first_run
     pause = pause_at_invoice_page(2)
     thread, result = in_thread(execute, run.id, partner_a)
     assert pause.paused.wait(WAIT)
-    time.sleep(3 * services.LEASE.total_seconds())
+    time.sleep(3 * leases.LEASE.total_seconds())
 
-    with pytest.raises(services.RetryLater) as same:
+    with pytest.raises(leases.RetryLater) as same:
         execute(run.id, partner_a)  # a duplicate delivery of the live run
     assert not same.value.jitter
-    assert 0 < same.value.countdown <= services.LEASE.total_seconds() + services.RETRY_MARGIN
+    assert 0 < same.value.countdown <= leases.LEASE.total_seconds() + leases.RETRY_MARGIN
     other = new_run(partner_a, SyncRun.Kind.UNPAID)
-    with pytest.raises(services.RetryLater) as busy:
+    with pytest.raises(leases.RetryLater) as busy:
         execute(other.id, partner_a)
-    assert busy.value.countdown >= services.BUSY_COUNTDOWN
-    assert services.reap_stuck_runs() == {"requeued": 0, "failed": 0}
+    assert busy.value.countdown >= leases.BUSY_COUNTDOWN
+    assert reap_stuck_runs() == {"requeued": 0, "failed": 0}
     run.refresh_from_db()
     assert run.status == SyncRun.Status.RUNNING and run.attempts == 1
-    assert timezone.now() - run.heartbeat_at < services.LEASE
+    assert timezone.now() - run.heartbeat_at < leases.LEASE
 
     pause.go.set()
     thread.join(WAIT)
@@ -448,18 +450,18 @@ def test_a_redelivered_run_is_told_to_retry_when_its_dead_owners_lease_goes_stal
     SyncRun.objects.filter(id=run.id).update(
         status=SyncRun.Status.RUNNING, owner=dead, heartbeat_at=beat, attempts=1
     )
-    services.sync_state_for(partner_a)
+    leases.sync_state_for(partner_a)
     SyncState.objects.filter(partner=partner_a).update(
         lease_run=run, lease_owner=dead, lease_heartbeat_at=beat
     )
-    with pytest.raises(services.RetryLater) as retry:
+    with pytest.raises(leases.RetryLater) as retry:
         execute(run.id, partner_a)
-    stale_in = services.LEASE.total_seconds() - 1
+    stale_in = leases.LEASE.total_seconds() - 1
     assert not retry.value.jitter
-    assert stale_in <= retry.value.countdown <= stale_in + services.RETRY_MARGIN + 1
+    assert stale_in <= retry.value.countdown <= stale_in + leases.RETRY_MARGIN + 1
 
     # Once it is stale, the next delivery takes the run over: attempt 2, to the end.
-    later = beat - services.LEASE
+    later = beat - leases.LEASE
     SyncRun.objects.filter(id=run.id).update(heartbeat_at=later)
     SyncState.objects.filter(partner=partner_a).update(lease_heartbeat_at=later)
     done = execute(run.id, partner_a)
@@ -483,7 +485,7 @@ def test_polite_requeues_do_not_use_up_the_attempts_of_lost_workers(
 
     monkeypatch.setattr(SyncEngine, "execute", throttled_thrice)
     for _ in range(3):
-        with pytest.raises(services.RetryLater):
+        with pytest.raises(leases.RetryLater):
             execute(run.id, partner_a)
         run.refresh_from_db()
         assert (run.status, run.attempts) == (SyncRun.Status.QUEUED, 0)

@@ -144,9 +144,7 @@ def test_two_beats_racing_in_the_same_instant_make_one_run_per_slot(
     Both are held just before the INSERT of each run until the other arrives, so both have
     passed dispatch's `exists()` pre-check: only the unique key (partner, kind, slot) can keep
     the second run out. Kills: no `syncrun_one_per_slot` constraint."""
-    from sync import services
-
-    real_create = services.sync_run_create
+    real_create = dispatch.sync_run_create
     barriers: dict[tuple, threading.Barrier] = {}
     lock = threading.Lock()
     waits_timed_out = []
@@ -160,7 +158,7 @@ def test_two_beats_racing_in_the_same_instant_make_one_run_per_slot(
             waits_timed_out.append((partner.id, kind, slot))  # the other beat never came
         return real_create(partner=partner, kind=kind, trigger=trigger, slot=slot, **kwargs)
 
-    monkeypatch.setattr(services, "sync_run_create", held_create)
+    monkeypatch.setattr(dispatch, "sync_run_create", held_create)
 
     moments = [T0 + timedelta(minutes=59 * i) for i in range(4)]  # 0, 59, 118, 177 min: 3 h
     errors: list[BaseException] = []

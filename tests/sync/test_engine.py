@@ -28,6 +28,7 @@ def sandbox_invoices(db, *, settled=True):
 def test_initial_sync_brings_every_company_and_non_voided_invoice(
     partner_a, connect, run_now, autotask_sandbox
 ):
+    autotask_sandbox.db.set_switches(own_company=False)  # legacy sandbox: no company 0
     conn = connect(partner_a)
     run = run_now(conn.first_run)
     assert run.status == SyncRun.Status.SUCCEEDED, (run.error_kind, run.error_message)
@@ -55,6 +56,7 @@ def test_second_run_changes_nothing(partner_a, connect, run_now, new_run):
 def test_amount_and_due_date_change_reaches_unpaid_invoice_but_not_paid_one(
     partner_a, connect, run_now, new_run, autotask_sandbox
 ):
+    autotask_sandbox.db.set_switches(invoice_edit_in_place=True)  # legacy sandbox: edit in place
     conn = connect(partner_a)
     run_now(conn.first_run)
     db = autotask_sandbox.db
@@ -94,6 +96,7 @@ def test_paid_in_autotask_becomes_paid_here(partner_a, connect, run_now, new_run
 
 
 def test_credit_lowers_outstanding(partner_a, connect, run_now, new_run, autotask_sandbox):
+    autotask_sandbox.db.set_switches(credit_in_place=True)  # legacy sandbox: credit in place
     conn = connect(partner_a)
     run_now(conn.first_run)
     inv = Invoice.objects.filter(partner=partner_a, status="open", total__gt=50).first()
@@ -107,6 +110,7 @@ def test_credit_lowers_outstanding(partner_a, connect, run_now, new_run, autotas
 def test_deleted_invoice_is_flagged_not_archived(
     partner_a, connect, run_now, new_run, autotask_sandbox
 ):
+    autotask_sandbox.db.set_switches(invoice_delete=True)  # legacy sandbox: invoices deletable
     conn = connect(partner_a)
     run_now(conn.first_run)
     inv = Invoice.objects.filter(partner=partner_a, status="open").first()
@@ -121,6 +125,7 @@ def test_deleted_invoice_is_flagged_not_archived(
 def test_archived_invoice_stays_archived_over_syncs(
     partner_a, connect, run_now, new_run, autotask_sandbox
 ):
+    autotask_sandbox.db.set_switches(invoice_edit_in_place=True)  # legacy sandbox: edit in place
     conn = connect(partner_a)
     run_now(conn.first_run)
     inv = Invoice.objects.filter(partner=partner_a, status="open").first()

@@ -17,16 +17,17 @@ from django.utils import timezone
 
 from customers.models import Customer
 from customers.services import SYNCED_FIELDS as CUSTOMER_FIELDS
+from integrations import clients
 from integrations.autotask.client import AutotaskClient
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
 from invoices.services import SYNCED_FIELDS as INVOICE_FIELDS
 from sandbox.state import SandboxDatabase
-from sync import services
 from sync.dispatch import dispatch_due_runs
 from sync.engine import SyncEngine
 from sync.models import ChangeLogEntry, SyncRun
-from tests.fixtures.sync import connect_to
+from sync.services.runs import execute_run
+from tests.harness.sync import connect_to
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -47,14 +48,14 @@ def fake_sleep(monkeypatch):
         for hook in hooks:
             hook(seconds)
 
-    original = services.build_client
+    original = clients.build_client
 
-    def build(connection):
-        client = original(connection)
+    def build(connection, **options):
+        client = original(connection, **options)
         client.retry.sleep = sleep
         return client
 
-    monkeypatch.setattr(services, "build_client", build)
+    monkeypatch.setattr(clients, "build_client", build)
     sleep.delays = delays
     sleep.hooks = hooks
     return sleep
@@ -102,7 +103,7 @@ def mirror(partner) -> tuple[dict, dict]:
 
 
 def run_sync(conn) -> SyncRun:
-    return services.execute_run(partner=conn.partner, run_id=conn.first_run.id)
+    return execute_run(partner=conn.partner, run_id=conn.first_run.id)
 
 
 def assert_same_mirror(partner_a, partner_b):

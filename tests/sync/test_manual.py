@@ -11,9 +11,17 @@ from django.contrib.admin.models import CHANGE, LogEntry
 
 from integrations.models import AutotaskConnection
 from partners.models import Partner, User
-from sync import manual, services
-from sync.manual import CooldownActive, ManualSyncUnavailable, manual_sync_start, sync_run_ops
+from sync import selectors, wording
 from sync.models import SyncRun, SyncState
+from sync.services.leases import RetryLater, _claim_partner, _claim_run, _release_partner
+from sync.services.manual import (
+    CooldownActive,
+    ManualSyncUnavailable,
+    manual_sync_start,
+    sync_run_ops,
+)
+from sync.services.reaper import reap_stuck_runs
+from sync.services.runs import MAX_ATTEMPTS, _finish, sync_run_create, sync_run_fail
 
 from .manual_support import FakeRunSync, connect_directly
 
@@ -68,7 +76,7 @@ def test_cooldown_refuses_one_second_before_and_accepts_at_the_boundary(
         assert second.created_at == T0 + cooldown
     assert manual_runs(connected_a, kind).count() == 2
     state = SyncState.objects.get(partner=connected_a)
-    assert getattr(state, manual.ACTIONS[kind].state_field) == T0 + 2 * cooldown
+    assert getattr(state, selectors.ACTIONS[kind].state_field) == T0 + 2 * cooldown
 
 
 def test_accepted_run_is_queued_manual_and_enqueued_after_commit(
@@ -117,13 +125,13 @@ def test_availability_text_is_in_the_partners_time_zone(connected_a, user_a):
     connected_a.save()
     with time_machine.travel(T0, tick=False):  # 09:30 UTC = 04:30 in New York (EST)
         manual_sync_start(partner=connected_a, kind=NEW, user=user_a)
-    avail = manual.manual_sync_availability(partner=connected_a, now=T0 + timedelta(minutes=13))
+    avail = selectors.manual_sync_availability(partner=connected_a, now=T0 + timedelta(minutes=13))
     assert avail[NEW].text == "available at 05:30 (in 47 min)"
     assert avail[NEW].local_at.utcoffset() == timedelta(hours=-5)
     assert avail[UNPAID].available and avail[UNPAID].text == ""
-    assert manual.format_wait(3600) == "in 60 min"
-    assert manual.format_wait(12 * 3600 - 1) == "in 12 h"
-    assert manual.format_wait(3 * 3600 + 61) == "in 3 h 2 min"
+    assert wording.format_wait(3600) == "in 60 min"
+    assert wording.format_wait(12 * 3600 - 1) == "in 12 h"
+    assert wording.format_wait(3 * 3600 + 61) == "in 3 h 2 min"
 
 
 # --- who has manual syncs ------------------------------------------------------------------
@@ -157,13 +165,13 @@ def test_connection_needing_attention_still_allows_manual_sync(partner_a, user_a
 # --- what burns the cooldown --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error_kind", sorted(manual.OUR_SIDE_ERRORS))
+@pytest.mark.parametrize("error_kind", sorted(selectors.OUR_SIDE_ERRORS))
 def test_run_failed_on_our_side_does_not_burn_the_cooldown(connected_a, user_a, error_kind):
     with time_machine.travel(T0, tick=False) as clock:
         first = manual_sync_start(partner=connected_a, kind=NEW, user=user_a)
-        services.sync_run_fail(first, error_kind=error_kind, message="ours")
+        sync_run_fail(first, error_kind=error_kind, message="ours")
         clock.move_to(T0 + timedelta(minutes=5))
-        assert manual.manual_sync_availability(partner=connected_a)[NEW].available
+        assert selectors.manual_sync_availability(partner=connected_a)[NEW].available
         second = manual_sync_start(partner=connected_a, kind=NEW, user=user_a)
         assert second.pk != first.pk
         # The new run holds a fresh cooldown of its own.
@@ -180,9 +188,9 @@ def test_run_failed_on_our_side_does_not_burn_the_cooldown(connected_a, user_a, 
 def test_run_failed_on_autotasks_side_burns_the_cooldown(connected_a, user_a, error_kind):
     with time_machine.travel(T0, tick=False):
         first = manual_sync_start(partner=connected_a, kind=NEW, user=user_a)
-    services.sync_run_fail(first, error_kind=error_kind, message="Autotask said no")
+    sync_run_fail(first, error_kind=error_kind, message="Autotask said no")
     with time_machine.travel(T0 + timedelta(minutes=5), tick=False):
-        assert not manual.manual_sync_availability(partner=connected_a)[NEW].available
+        assert not selectors.manual_sync_availability(partner=connected_a)[NEW].available
         with pytest.raises(CooldownActive):
             manual_sync_start(partner=connected_a, kind=NEW, user=user_a)
 
@@ -203,10 +211,10 @@ def test_worker_lost_by_the_reaper_gives_the_cooldown_back(connected_a, user_a):
     with time_machine.travel(T0, tick=False):
         run = manual_sync_start(partner=connected_a, kind=UNPAID, user=user_a)
     SyncRun.objects.filter(pk=run.pk).update(
-        status=SyncRun.Status.RUNNING, attempts=services.MAX_ATTEMPTS, heartbeat_at=T0
+        status=SyncRun.Status.RUNNING, attempts=MAX_ATTEMPTS, heartbeat_at=T0
     )
     with time_machine.travel(T0 + timedelta(minutes=20), tick=False):
-        assert services.reap_stuck_runs() == {"requeued": 0, "failed": 1}
+        assert reap_stuck_runs() == {"requeued": 0, "failed": 1}
         run.refresh_from_db()
         assert (run.status, run.error_kind) == ("failed", "worker_lost")
         assert manual_sync_start(partner=connected_a, kind=UNPAID, user=user_a)
@@ -221,7 +229,7 @@ def test_real_run_with_unusable_stored_credentials_gives_the_cooldown_back(
     AutotaskConnection.objects.filter(pk=conn.pk).update(secret=None)
     run = run_now(run)
     assert (run.status, run.error_kind) == ("failed", "credentials")
-    assert "Reconnect Autotask" in manual.plain_error(run)
+    assert "Reconnect Autotask" in wording.plain_error(run)
     assert manual_sync_start(partner=partner_a, kind=NEW, user=user_a).pk != run.pk
 
 
@@ -236,7 +244,7 @@ def test_real_run_refused_by_autotask_burns_the_cooldown(
     conn.save()
     run = run_now(run)
     assert (run.status, run.error_kind) == ("failed", "auth:bad_secret")
-    assert "refused the API user's password" in manual.plain_error(run)
+    assert "refused the API user's password" in wording.plain_error(run)
     with pytest.raises(CooldownActive):
         manual_sync_start(partner=partner_a, kind=NEW, user=user_a)
 
@@ -261,14 +269,14 @@ def test_ops_run_skips_the_cooldown_and_leaves_it_unchanged(connected_a, user_a,
             assert (run.trigger, run.requested_by, run.status) == ("ops", staff, "queued")
     assert SyncState.objects.filter(partner=connected_a).values().get() == before
     # Fetch Unpaid Invoices was never started by the partner: still available to them.
-    assert manual.manual_sync_availability(partner=connected_a)[UNPAID].available
+    assert selectors.manual_sync_availability(partner=connected_a)[UNPAID].available
 
 
 def test_failed_ops_run_does_not_give_the_partners_cooldown_back(connected_a, user_a, staff):
     with time_machine.travel(T0, tick=False):
         manual_sync_start(partner=connected_a, kind=NEW, user=user_a)
         ops = sync_run_ops(partner=connected_a, kind=NEW, user=staff)
-    services.sync_run_fail(ops, error_kind="worker_lost", message="lost")
+    sync_run_fail(ops, error_kind="worker_lost", message="lost")
     with time_machine.travel(T0 + timedelta(minutes=10), tick=False), pytest.raises(CooldownActive):
         manual_sync_start(partner=connected_a, kind=NEW, user=user_a)
 
@@ -311,25 +319,25 @@ def test_manual_sync_waits_for_a_running_scheduled_sync(
 ):
     conn = connect(partner_a)
     run_now(conn.first_run)
-    scheduled = services.sync_run_create(
+    scheduled = sync_run_create(
         partner=partner_a, kind=NEW, trigger=SyncRun.Trigger.SCHEDULE, slot="h-test"
     )
     token = uuid.uuid4()
-    assert services._claim_partner(partner_a, scheduled, token)  # the scheduled run is working
-    assert services._claim_run(scheduled.id, token)
+    assert _claim_partner(partner_a, scheduled, token)  # the scheduled run is working
+    assert _claim_run(scheduled, token)
     manual_run = manual_sync_start(partner=partner_a, kind=NEW, user=user_a)
     requests_before = len(autotask_sandbox.db.requests())
 
-    with pytest.raises(services.RetryLater):
+    with pytest.raises(RetryLater):
         run_now(manual_run)
     manual_run.refresh_from_db()
     assert (manual_run.status, manual_run.started_at, manual_run.attempts) == ("queued", None, 0)
     assert len(autotask_sandbox.db.requests()) == requests_before  # not a single request
-    assert manual.waiting_for(manual_run) == scheduled
-    assert manual.current_run(partner_a) == scheduled
+    assert selectors.waiting_for(manual_run) == scheduled
+    assert selectors.current_run(partner_a) == scheduled
 
-    services._finish(scheduled.id, token, status=SyncRun.Status.SUCCEEDED)
-    services._release_partner(partner_a, token)
+    _finish(scheduled.id, token, status=SyncRun.Status.SUCCEEDED)
+    _release_partner(partner_a, token)
     manual_run = run_now(manual_run)
     assert manual_run.status == SyncRun.Status.SUCCEEDED, manual_run.error_message
     assert manual_run.started_at >= SyncRun.objects.get(pk=scheduled.pk).finished_at

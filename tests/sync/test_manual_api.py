@@ -9,9 +9,9 @@ import time_machine
 from django.db import connection as db_connection
 from rest_framework.test import APIClient
 
-from sync import services
-from sync.manual import manual_sync_start
 from sync.models import SyncRun, SyncState
+from sync.services.manual import manual_sync_start
+from sync.services.runs import sync_run_create, sync_run_fail
 
 from .manual_support import FakeRunSync, connect_directly
 
@@ -160,7 +160,7 @@ def test_status_gives_each_actions_availability_and_the_current_run(api_a, conne
 def test_status_says_what_a_queued_run_waits_for_and_errors_in_plain_words(
     api_a, connected_a, user_a
 ):
-    scheduled = services.sync_run_create(
+    scheduled = sync_run_create(
         partner=connected_a, kind="unpaid", trigger="schedule", slot="d-test"
     )
     SyncRun.objects.filter(pk=scheduled.pk).update(status="running")
@@ -172,7 +172,7 @@ def test_status_says_what_a_queued_run_waits_for_and_errors_in_plain_words(
     assert body["actions"]["fetch_new_data"]["last_run"]["waiting_for"] == (
         "scheduled unpaid invoices sync"
     )
-    services.sync_run_fail(run, error_kind="auth:bad_secret", message="HTTP 401 ...")
+    sync_run_fail(run, error_kind="auth:bad_secret", message="HTTP 401 ...")
     last = api_a.get(STATUS_URL).json()["actions"]["fetch_new_data"]["last_run"]
     assert last["status"] == "failed"
     assert last["error_text"].startswith("Autotask refused the API user's password")
@@ -248,7 +248,7 @@ def test_twenty_simultaneous_clicks_after_a_failure_on_our_side_make_exactly_one
     connected_a, user_a, enqueued
 ):
     first = manual_sync_start(partner=connected_a, kind="new_data", user=user_a)
-    services.sync_run_fail(first, error_kind="worker_lost", message="lost")
+    sync_run_fail(first, error_kind="worker_lost", message="lost")
     statuses = click_concurrently(user_a, NEW_URL)
     assert statuses == [202] + [429] * 19
     assert SyncRun.objects.filter(partner=connected_a).exclude(pk=first.pk).count() == 1

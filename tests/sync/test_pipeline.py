@@ -1,4 +1,4 @@
-"""The sync reads the next Autotask page while it writes the current one (sync.engine.Prefetched).
+"""The sync reads the next Autotask page while it writes the current one (sync.prefetch.Prefetched).
 
 What must not move with it (SY-3, CQ-4): pages commit in order, each with its cursor, on the
 run's thread only; a read error reaches the run after the pages before it are committed, as
@@ -18,9 +18,10 @@ import pytest
 from integrations.autotask.client import AutotaskClient
 from integrations.autotask.errors import AutotaskResponseError, AutotaskTransientError
 from invoices.models import Invoice
-from sync import services
-from sync.engine import READ_AHEAD, Prefetched, SyncEngine
+from sync.engine import READ_AHEAD, SyncEngine
 from sync.models import ChangeLogEntry, SyncRun
+from sync.prefetch import Prefetched
+from sync.services.leases import RetryLater
 
 from .test_concurrency import page_requests, settled_invoices
 
@@ -239,7 +240,7 @@ def test_a_transient_read_error_requeues_and_the_rerun_resumes_after_the_last_co
     invoice_reads.fail_at = 3
     invoice_reads.fail_with = AutotaskTransientError("Autotask is down", kind="transient")
     first = connect(partner_a, server=server).first_run
-    with pytest.raises(services.RetryLater):
+    with pytest.raises(RetryLater):
         run_now(first)
     first.refresh_from_db()
     assert first.status == SyncRun.Status.QUEUED

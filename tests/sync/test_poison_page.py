@@ -1,6 +1,6 @@
 """CQ-5: a page that kills its process every time it is fetched.
 
-A real Celery worker (tests/sync/worker_harness.py) runs a partner's first sync against the
+A real Celery worker (tests/harness/workers.py) runs a partner's first sync against the
 in-process sandbox. The third Invoices page is poison: whenever a worker asks for it, the
 sandbox holds the request unanswered and the test SIGKILLs the pool child on the other end of
 that connection (found by its port, by pid, never by name), once the page before it is
@@ -33,10 +33,10 @@ from django.utils import timezone
 from invoices.models import Invoice
 from sandbox.api import Response
 from sandbox.server import _Handler
-from sync import manual, services
 from sync.models import ChangeLogEntry, SyncRun
-
-from .worker_harness import Worker, socket_owner, wait_for, worker_environment
+from sync.services.runs import MAX_ATTEMPTS
+from sync.wording import plain_error
+from tests.harness.workers import Worker, socket_owner, wait_for, worker_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -191,9 +191,9 @@ def test_a_page_that_kills_its_worker_every_time_fails_the_run_after_3_attempts(
         pid = kill_fetcher(worker, port)
         run.refresh_from_db()
         killed.append((time.monotonic() - started, pid, run.attempts))
-        assert poison.fetched <= services.MAX_ATTEMPTS, (
+        assert poison.fetched <= MAX_ATTEMPTS, (
             f"attempt {run.attempts}: the poison page was fetched {poison.fetched} times; "
-            f"the run must fail after {services.MAX_ATTEMPTS} lost workers (kills: {killed})"
+            f"the run must fail after {MAX_ATTEMPTS} lost workers (kills: {killed})"
         )
     failed_after = time.monotonic() - started
     print(
@@ -203,8 +203,8 @@ def test_a_page_that_kills_its_worker_every_time_fails_the_run_after_3_attempts(
 
     # Failed after 3 attempts, with a message that says so, where ops and the partner look.
     assert run.status == SyncRun.Status.FAILED, (run.status, run.error_kind, run.error_message)
-    assert run.attempts == services.MAX_ATTEMPTS
-    assert len(killed) == services.MAX_ATTEMPTS == poison.fetched
+    assert run.attempts == MAX_ATTEMPTS
+    assert len(killed) == MAX_ATTEMPTS == poison.fetched
     assert len({pid for _, pid, _ in killed}) == len(killed)  # a new pool child each time
     assert [a for _, _, a in killed] == [1, 2, 3]
     assert run.error_kind == "worker_lost"
@@ -217,7 +217,7 @@ def test_a_page_that_kills_its_worker_every_time_fails_the_run_after_3_attempts(
     listed = api_a.get("/api/v1/sync-runs/", {"status": "failed"}).json()
     rows = listed["results"] if isinstance(listed, dict) else listed
     assert [r["id"] for r in rows] == [run.id]
-    assert "given up" in manual.plain_error(run)
+    assert "given up" in plain_error(run)
 
     # Nothing written twice: the pages before the poison page, once each.
     written = Invoice.objects.filter(partner=partner_a).count()
@@ -226,15 +226,15 @@ def test_a_page_that_kills_its_worker_every_time_fails_the_run_after_3_attempts(
     answered = [e for e in invoice_pages(server.db) if not e["dropped"]]
     held = [e for e in invoice_pages(server.db) if e["dropped"]]
     assert len(answered) == POISON_PAGE - 1, answered  # each page before the poison one once
-    assert len(held) == services.MAX_ATTEMPTS  # the poison page: 3 times, never answered
+    assert len(held) == MAX_ATTEMPTS  # the poison page: 3 times, never answered
 
     # No 4th attempt: the run stays failed and the page is not asked for again.
     time.sleep(QUIET)
     run.refresh_from_db()
-    assert (run.status, run.attempts) == (SyncRun.Status.FAILED, services.MAX_ATTEMPTS)
-    assert poison.fetched == services.MAX_ATTEMPTS
+    assert (run.status, run.attempts) == (SyncRun.Status.FAILED, MAX_ATTEMPTS)
+    assert poison.fetched == MAX_ATTEMPTS
     assert poison.fetches.empty()
-    assert len(invoice_pages(server.db)) == POISON_PAGE - 1 + services.MAX_ATTEMPTS
+    assert len(invoice_pages(server.db)) == POISON_PAGE - 1 + MAX_ATTEMPTS
     assert worker.proc.poll() is None  # the worker itself survived every kill
 
     # The partner is not stuck: its next sync (Fetch New Data, from the API) runs to the end.

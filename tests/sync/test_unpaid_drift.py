@@ -20,11 +20,11 @@ from django.utils import timezone
 
 from invoices.models import Invoice, InvoiceStatus
 from invoices.services import money
-from payments.services import payment_record
+from payments.services.ledger import payment_record
 from sandbox import wire
 from sync.models import ChangeLogEntry, SyncRun
-from sync.services import execute_run
-from tests.fixtures.sync import connect_to
+from sync.services.runs import execute_run
+from tests.harness.sync import connect_to
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +34,9 @@ IN_LIMIT = 400
 
 @pytest.fixture
 def sandbox(make_sandbox):
-    return make_sandbox(companies=6, invoices=0)
+    # Legacy sandbox: no company 0, totals/due dates edited and credited in place.
+    legacy = {"own_company": False, "invoice_edit_in_place": True, "credit_in_place": True}
+    return make_sandbox(companies=6, invoices=0, switches=legacy)
 
 
 def _connect(partner, server):

@@ -24,7 +24,7 @@ from django.utils import timezone
 from integrations.autotask.client import AutotaskClient
 from invoices.models import Invoice, InvoiceStatus
 from invoices.services import SYNCED_FIELDS, invoice_archive, protect_invoice
-from payments.services import payment_record
+from payments.services.ledger import payment_record
 from sandbox import wire
 from sync.models import ChangeLogEntry, SyncRun
 from sync.upsert import upsert_page
@@ -106,6 +106,7 @@ def test_same_invoice_twice_in_a_page_from_autotask_does_not_fail_the_sync(
     on the repeated id). Autotask pages are not guaranteed free of repeats; here every invoice
     page carries its first invoice again at its end, with another total: the sync succeeds and
     each invoice is stored once, with its last version."""
+    autotask_sandbox.db.set_switches(own_company=False)  # legacy sandbox: no company 0
     bumped: dict[int, float] = {}
     real_iter_pages = AutotaskClient.iter_pages
 
@@ -146,6 +147,8 @@ def test_archived_invoice_is_byte_identical_over_three_syncs(
     syncs really reads the invoice (its skip reason is counted) and every column of the row,
     `updated_at` and the fingerprint included, stays the same."""
     db = autotask_sandbox.db
+    # Legacy sandbox: no company 0 (so companies()[0] invoices), posted invoices edited in place.
+    db.set_switches(own_company=False, invoice_edit_in_place=True)
     company = db.companies()[0]["id"]
     # Created 30 min ago: settled for the initial sync, inside the hourly run's overlap.
     created = wire.format_datetime(timezone.now() - timedelta(minutes=30))
@@ -180,6 +183,7 @@ def test_paid_here_keeps_its_payments_and_status_when_autotask_changes_the_amoun
     due date apply, and its payments here stay (paid_here kept, outstanding = new total -
     paid here)."""
     db = autotask_sandbox.db
+    db.set_switches(invoice_edit_in_place=True)  # legacy sandbox: edit in place
     run_now(connect(partner_a).first_run)
     open_invoices = Invoice.objects.filter(
         partner=partner_a, status=InvoiceStatus.OPEN, total__gt=20

@@ -1,6 +1,6 @@
 """CQ-2 / CQ-3: a real Celery worker is SIGKILLed in the middle of a sync.
 
-The worker is a subprocess (tests/sync/worker_harness.py) on the test database, the test Redis
+The worker is a subprocess (tests/harness/workers.py) on the test database, the test Redis
 (test profile: 20 s visibility timeout, restore every 5 s) and the in-process sandbox. The run
 is enqueued with `run_sync.delay` by the Connect service; the pool child is killed at ~30 % and
 again at ~60 % of 20,000 invoices (CQ-2; the whole worker once at ~30 %, CQ-3), and the run must
@@ -8,7 +8,7 @@ end with every invoice once, no duplicate change-log row, and each page fetched 
 
 Resume time is printed, not asserted (timings depend on the machine): run with `-s`. After a
 pool child's SIGKILL the task is redelivered at once and retried when the dead owner's lease is
-stale (sync/services.py: lease renewed every LEASE / 3 by a heartbeat thread), so it resumes
+stale (sync/services/leases.py: lease renewed every LEASE / 3 by a heartbeat thread), so it resumes
 about one lease (6 s here, 30 s in production) after the kill, plus the retry margin.
 """
 
@@ -22,10 +22,9 @@ import pytest
 from django.utils import timezone
 
 from invoices.models import Invoice
-from sync import services
 from sync.models import ChangeLogEntry, SyncRun
-
-from .worker_harness import Worker, wait_for, worker_environment
+from sync.services import leases, reaper
+from tests.harness.workers import Worker, wait_for, worker_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -182,8 +181,8 @@ def test_whole_worker_killed_restarted_and_the_reaper_resumes_the_run(
 
     workers()  # a new worker; the broker would redeliver after its visibility timeout
     # The reaper's next pass (it sees the heartbeat as stale): requeue and enqueue again.
-    later = timezone.now() + services.LEASE + timedelta(seconds=1)
-    assert services.reap_stuck_runs(now=later)["requeued"] == 1
+    later = timezone.now() + leases.LEASE + timedelta(seconds=1)
+    assert reaper.reap_stuck_runs(now=later)["requeued"] == 1
     resumed_after = wait_until_resumed(partner_a, stuck, killed_at)
     run = wait_finished(run)
     total = time.monotonic() - killed_at

@@ -1,4 +1,4 @@
-"""The client against the real sandbox server over HTTP (sandbox/, tests/fixtures/sandbox.py).
+"""The client against the real sandbox server over HTTP (sandbox/, tests/harness/sandbox.py).
 
 Retries sleep on a fake clock, so faults cost no wall time; only the sandbox's own latency and
 timeouts are real.

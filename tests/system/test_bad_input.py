@@ -12,7 +12,8 @@ from integrations.models import AutotaskConnection
 from invoices.models import Invoice
 from payments.models import Payment
 from sync.models import SyncRun
-from sync.services import RetryLater, execute_run
+from sync.services.leases import RetryLater
+from sync.services.runs import execute_run
 
 pytestmark = pytest.mark.django_db
 
@@ -62,6 +63,7 @@ def test_wrong_types_in_a_record_skip_that_record_only(
 ):
     inv = Invoice.objects.filter(partner=synced_a, status="open").first()
     other = Invoice.objects.filter(partner=synced_a, status="open").exclude(pk=inv.pk).first()
+    autotask_sandbox.db.set_switches(invoice_edit_in_place=True)  # legacy sandbox: edit in place
     autotask_sandbox.db.set_invoice_total(other.autotask_id, 777.00)
     # A wrong type written straight into the sandbox's table, as a broken server would send.
     autotask_sandbox.db.update_invoice(inv.autotask_id, comments={"not": "a string"})

@@ -18,6 +18,9 @@
 - Auth errors park the row and flag the connection (needs attention); other 4xx fail the row.
   Ops retry or cancel rows (`writeback_retry`, `writeback_cancel`).
 - Never written: invoices created here (R7) and invoices paid in Autotask itself.
+
+The tasks that run the relay and the sweep (`payments.writeback.send`, `payments.writeback.sweep`)
+are in payments/tasks.py.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
@@ -36,6 +38,7 @@ from django.utils import timezone
 
 from config.encryption import SecretUnavailable
 from customers.models import Source
+from integrations import clients
 from integrations.autotask.errors import (
     AutotaskAuthError,
     AutotaskBudgetExhausted,
@@ -44,10 +47,10 @@ from integrations.autotask.errors import (
 )
 from integrations.autotask.retry import RetryPolicy
 from integrations.models import AutotaskConnection
+from integrations.selectors import connection_for
 from invoices.models import Invoice
-from partners.tenancy import PartnerTask
 
-from .models import WritebackAttempt, WritebackOutbox
+from ..models import WritebackAttempt, WritebackOutbox
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,12 @@ def outbox_update(*, invoice: Invoice, paid_on: date) -> WritebackOutbox | None:
     fresh amounts). Called in the transaction that changed its payments."""
     if invoice.source != Source.AUTOTASK or invoice.autotask_id is None:
         return None  # created here: never sent to Autotask (R7)
-    outbox = WritebackOutbox.objects.select_for_update().filter(invoice=invoice).first()
+    outbox = (
+        WritebackOutbox.objects.for_partner(invoice.partner_id)
+        .select_for_update()
+        .filter(invoice=invoice)
+        .first()
+    )
     ours = outbox is not None and outbox.autotask_paid_date is not None
     if invoice.paid_in_autotask_on is not None and not (
         ours and invoice.paid_in_autotask_on == outbox.autotask_paid_date
@@ -136,6 +144,8 @@ def outbox_update(*, invoice: Invoice, paid_on: date) -> WritebackOutbox | None:
 
 
 def enqueue_send(outbox: WritebackOutbox, countdown: float | None = None) -> None:
+    from ..tasks import send  # here: payments.tasks imports this module
+
     partner_id, outbox_id = outbox.partner_id, outbox.pk
     transaction.on_commit(
         lambda: send.apply_async((partner_id, outbox_id), countdown=countdown), robust=True
@@ -152,14 +162,12 @@ class SendResult:
     again: bool = False  # the desired state changed while sending: send once more
 
 
-def _client_for(connection: AutotaskConnection):
-    from sync.services import build_client
-
-    client = build_client(connection)
+def _client_for(connection: AutotaskConnection, *, before_send=None):
     # One PATCH per attempt: the relay retries itself, with a row per attempt and without
     # holding a worker through backoff sleeps.
-    client.retry = RetryPolicy(max_attempts=1)
-    return client
+    return clients.build_client(
+        connection, retry_policy=RetryPolicy(max_attempts=1), before_send=before_send
+    )
 
 
 def _claim(partner, outbox_id: int, token: uuid.UUID) -> bool:
@@ -175,7 +183,7 @@ def _claim(partner, outbox_id: int, token: uuid.UUID) -> bool:
     )
 
 
-class LeaseLost(Exception):
+class ClaimLost(Exception):
     """The relay's claim expired and was taken over: it must not send."""
 
 
@@ -188,15 +196,16 @@ def _renew(outbox_id: int, token: uuid.UUID) -> bool:
     )
 
 
-def _fence(client, outbox_id: int, token: uuid.UUID) -> None:
-    """Renew the claim just before every HTTP request of `client` (zone lookup, threshold,
-    PATCH), after any limiter wait; raise LeaseLost instead of sending when it is gone."""
+def _fence(outbox_id: int, token: uuid.UUID):
+    """The client's `before_send`: renew the claim just before every HTTP request (zone lookup,
+    threshold, PATCH), after any limiter wait; raise ClaimLost instead of sending when it is
+    gone."""
 
     def renew_or_stop():
         if not _renew(outbox_id, token):
-            raise LeaseLost(f"write-back outbox {outbox_id}: claim lost before sending")
+            raise ClaimLost(f"write-back outbox {outbox_id}: claim lost before sending")
 
-    client.before_send = renew_or_stop
+    return renew_or_stop
 
 
 def _release(outbox_id: int, token: uuid.UUID, **fields) -> bool:
@@ -222,18 +231,20 @@ def writeback_send(*, partner, outbox_id: int, client_factory=None) -> SendResul
             wait = (row["next_attempt_at"] - timezone.now()).total_seconds()
             return SendResult("not_due", retry_in=max(wait, 0.0))
         return SendResult("not_claimed")
-    outbox = WritebackOutbox.objects.select_related("invoice").get(pk=outbox_id)
+    outbox = (
+        WritebackOutbox.objects.for_partner(partner).select_related("invoice").get(pk=outbox_id)
+    )
     invoice = outbox.invoice
     version, desired = outbox.version, outbox.desired_paid_date
 
     if desired == outbox.autotask_paid_date and outbox.sent_version > 0:
-        _finish_sent(outbox_id, token, version, desired, sent=False)
+        _finish_sent(partner, outbox_id, token, version, desired, sent=False)
         return SendResult("unchanged")
     if invoice.source != Source.AUTOTASK or invoice.autotask_id is None:
         _release(outbox_id, token, state=State.CANCELLED, last_error="created here (R7)")
         return SendResult("failed")
 
-    connection = AutotaskConnection.objects.filter(partner=partner).first()
+    connection = connection_for(partner=partner)
     if connection is None or not connection.is_active:
         _release(
             outbox_id,
@@ -249,14 +260,13 @@ def writeback_send(*, partner, outbox_id: int, client_factory=None) -> SendResul
         partner=partner, outbox=outbox, version=version, paid_date=desired, started_at=started
     )
     try:
-        client = (client_factory or _client_for)(connection)
+        client = (client_factory or _client_for)(connection, before_send=_fence(outbox_id, token))
     except SecretUnavailable as exc:
         connection.record_error("credentials", str(exc), needs_attention=True)
         return _park(outbox_id, token, attempt, "credentials", str(exc))
-    _fence(client, outbox_id, token)
     try:
         client.set_invoice_paid_date(invoice.autotask_id, desired)
-    except LeaseLost as exc:
+    except ClaimLost as exc:
         # Nothing sent; the row belongs to the relay that took over: leave it alone.
         _complete(attempt, WritebackAttempt.Outcome.RETRY, "lease_lost", str(exc))
         log.warning("%s", exc)
@@ -282,13 +292,13 @@ def writeback_send(*, partner, outbox_id: int, client_factory=None) -> SendResul
         client.close()
 
     _complete(attempt, WritebackAttempt.Outcome.SENT)
-    again = _finish_sent(outbox_id, token, version, desired, sent=True)
+    again = _finish_sent(partner, outbox_id, token, version, desired, sent=True)
     if again:
         enqueue_send(outbox)
     return SendResult("sent", again=again)
 
 
-def _finish_sent(outbox_id, token, version, desired, *, sent: bool) -> bool:
+def _finish_sent(partner, outbox_id, token, version, desired, *, sent: bool) -> bool:
     """Record `desired` as Autotask's state. Returns True when a newer version is waiting."""
     now = timezone.now()
     fields = dict(
@@ -303,7 +313,11 @@ def _finish_sent(outbox_id, token, version, desired, *, sent: bool) -> bool:
     if sent:
         fields.update(ever_sent=True, sent_at=now)
     _release(outbox_id, token, **fields)
-    return WritebackOutbox.objects.filter(pk=outbox_id, state=State.PENDING).exists()
+    return (
+        WritebackOutbox.objects.for_partner(partner)
+        .filter(pk=outbox_id, state=State.PENDING)
+        .exists()
+    )
 
 
 def _complete(attempt, outcome, kind: str = "", message: str = "", retry_in=None) -> None:
@@ -366,14 +380,16 @@ def _retry_later(outbox, token, attempt, exc: AutotaskError) -> SendResult:
 def writeback_retry(*, outbox: WritebackOutbox) -> bool:
     """Ops: send a parked, failed or cancelled row again now."""
     with transaction.atomic():
-        changed = WritebackOutbox.objects.filter(
-            pk=outbox.pk, state__in=[State.PARKED, State.FAILED, State.CANCELLED]
-        ).update(
-            state=State.PENDING,
-            attempts=0,
-            next_attempt_at=timezone.now(),
-            last_error_kind="",
-            last_error="",
+        changed = (
+            WritebackOutbox.objects.for_partner(outbox.partner_id)
+            .filter(pk=outbox.pk, state__in=[State.PARKED, State.FAILED, State.CANCELLED])
+            .update(
+                state=State.PENDING,
+                attempts=0,
+                next_attempt_at=timezone.now(),
+                last_error_kind="",
+                last_error="",
+            )
         )
         if changed:
             enqueue_send(outbox)
@@ -383,7 +399,8 @@ def writeback_retry(*, outbox: WritebackOutbox) -> bool:
 def writeback_cancel(*, outbox: WritebackOutbox) -> bool:
     """Ops: stop sending this row (it stays visible; a later payment change re-arms it)."""
     return bool(
-        WritebackOutbox.objects.filter(pk=outbox.pk)
+        WritebackOutbox.objects.for_partner(outbox.partner_id)
+        .filter(pk=outbox.pk)
         .exclude(state__in=[State.DONE, State.SENDING])
         .update(state=State.CANCELLED)
     )
@@ -392,6 +409,8 @@ def writeback_cancel(*, outbox: WritebackOutbox) -> bool:
 def writeback_sweep(*, limit: int = SWEEP_BATCH) -> int:
     """Enqueue every due row (pending and due, or sending with an expired lease). Rows live in
     PostgreSQL, so whatever the broker dropped is sent by the next sweep."""
+    from ..tasks import send  # here: payments.tasks imports this module
+
     now = timezone.now()
     rows = list(
         WritebackOutbox.objects.filter(
@@ -405,40 +424,3 @@ def writeback_sweep(*, limit: int = SWEEP_BATCH) -> int:
     for partner_id, outbox_id in rows:
         send.delay(partner_id, outbox_id)
     return len(rows)
-
-
-def writeback_drain(*, partner, max_rounds: int = 10, client_factory=None) -> list[SendResult]:
-    """Send every due row of a partner in this process (tests, the demo, a shell)."""
-    results = []
-    for _ in range(max_rounds):
-        ids = list(
-            WritebackOutbox.objects.for_partner(partner)
-            .filter(state=State.PENDING, next_attempt_at__lte=timezone.now())
-            .values_list("id", flat=True)
-        )
-        if not ids:
-            break
-        for outbox_id in ids:
-            results.append(
-                writeback_send(partner=partner, outbox_id=outbox_id, client_factory=client_factory)
-            )
-    return results
-
-
-# --- tasks ------------------------------------------------------------------------------------
-
-
-@shared_task(base=PartnerTask, bind=True, name="payments.writeback.send")
-def send(self, partner, outbox_id):
-    result = writeback_send(partner=partner, outbox_id=outbox_id)
-    if result.retry_in is not None and result.retry_in <= max_countdown():
-        # A little past the due time so the claim finds the row due, but never past half the
-        # visibility timeout (a message arriving a moment early answers "not_due" and re-arms).
-        countdown = min(result.retry_in + 0.5, max_countdown())
-        send.apply_async((partner.id, outbox_id), countdown=countdown)
-    return result.outcome
-
-
-@shared_task(name="payments.writeback.sweep")
-def sweep():
-    return writeback_sweep()

@@ -1,11 +1,12 @@
 """CQ-10: `delay_on_commit`, rollback, 1,000 times -> 0 tasks; 0 `DoesNotExist`.
 
 Every place that creates a row and enqueues a task for it enqueues after commit
-(`transaction.on_commit`): webhook receipt (payments/services.py `webhook_event_receive`), webhook
-processing and manual payments (the write-back outbox, payments/writeback.py `enqueue_send`),
-ops' write-back retry, the re-match of parked events, sync run creation (sync/services.py
-`sync_run_create`, called by manual syncs in sync/manual.py and by Connect in
-integrations/services.py), and the reaper's requeue.
+(`transaction.on_commit`): webhook receipt (payments/services/webhook_events.py
+`webhook_event_receive`), webhook processing and manual payments (the write-back outbox,
+payments/services/writeback.py `enqueue_send`), ops' write-back retry, the re-match of parked
+events, sync run creation (sync/services/runs.py `sync_run_create`, called by manual syncs in
+sync/services/manual.py and by Connect in integrations/connect.py), and the reaper's requeue
+(sync/services/reaper.py).
 
 - Rollback: 1,000 transactions, each doing one of those writes through the real service and
   then raising inside `transaction.atomic()`. Real broker (the Redis of bin/test): 0 messages
@@ -15,14 +16,13 @@ integrations/services.py), and the reaper's requeue.
 - Commit: 50 transactions (each holds 20 ms after its writes, before commit, so a message sent
   early would reach the worker first). Every message, at the moment it is published, names a
   row another database connection can already see; then a real worker subprocess
-  (tests/sync/worker_harness.py) consumes them all and finds every row: every event processed,
+  (tests/harness/workers.py) consumes them all and finds every row: every event processed,
   every outbox row handled, every run finished, no `DoesNotExist` in its log. Kills: the same
   mutants (a message published before commit names a row nobody else can see yet).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
 import time
@@ -38,19 +38,20 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
-from customers.models import Customer
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
 from partners.models import Partner
-from payments import services as payment_services
 from payments import webhooks
 from payments.models import Payment, WebhookEvent, WritebackOutbox
-from payments.writeback import writeback_retry
-from sync import services as sync_services
-from sync.manual import manual_sync_start
+from payments.services import ledger, payment_settings, webhook_events
+from payments.services.writeback import writeback_retry
 from sync.models import SyncRun
-from tests.fixtures.sync import connect_to
-from tests.sync.worker_harness import Worker, wait_for, worker_environment
+from sync.services.manual import manual_sync_start
+from sync.services.reaper import reap_stuck_runs
+from sync.services.runs import sync_run_create
+from tests import factories
+from tests.harness.sync import connect_to
+from tests.harness.workers import Worker, wait_for, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,7 +64,6 @@ TASK_MODELS = {
     "payments.writeback.send": WritebackOutbox,
     "sync.run_sync": SyncRun,
 }
-_n = itertools.count(1)
 
 
 class Rollback(Exception):
@@ -116,19 +116,7 @@ def published():
 
 
 def make_invoice(partner, total="100.00") -> Invoice:
-    n = next(_n)
-    customer = Customer.objects.create(
-        partner=partner, source="autotask", autotask_id=70_000 + n, name=f"Customer {n}"
-    )
-    return Invoice.objects.create(
-        partner=partner,
-        customer=customer,
-        source="autotask",
-        autotask_id=80_000 + n,
-        number=f"INV-{n}",
-        invoice_date="2026-01-01",
-        total=Decimal(total),
-    )
+    return factories.create_invoice(partner, total=total)
 
 
 def signed_delivery(secret: str, invoice_id: int, amount) -> tuple[dict, bytes]:
@@ -187,7 +175,7 @@ def rollback_world(make_partner, autotask_sandbox):
     a run whose worker died (to reap), and a partner that is not connected yet (to connect)."""
     partner = make_partner("Alpha IT", primary_integration=Partner.Integration.AUTOTASK)
     connect_directly(partner)
-    endpoint, secret = payment_services.payment_settings_create(partner=partner)
+    endpoint, secret = payment_settings.payment_settings_create(partner=partner)
     invoices = [make_invoice(partner) for _ in range(5)]
 
     def stored_event(status, invoice_id):
@@ -239,36 +227,32 @@ def rollback_actions(w):
 
     def webhook_receive():
         headers, body = signed_delivery(w["secret"], invoices[3].pk, "100.00")
-        receipt = payment_services.webhook_event_receive(
+        receipt = webhook_events.webhook_event_receive(
             endpoint_id=w["endpoint"].endpoint_id, headers=headers, body=body
         )
         assert receipt.status == 202, receipt
 
     def webhook_process():  # payment + outbox row + enqueue_send
-        event = payment_services.webhook_event_process(partner=partner, event_id=w["received"].pk)
+        event = webhook_events.webhook_event_process(partner=partner, event_id=w["received"].pk)
         assert event.status == WebhookEvent.Status.PROCESSED, (event.status, event.reason)
 
     def manual_payment():  # payment + outbox row + enqueue_send
-        payment_services.payment_record(
-            partner=partner, invoice_id=invoices[4].pk, amount=Decimal("100.00")
-        )
+        ledger.payment_record(partner=partner, invoice_id=invoices[4].pk, amount=Decimal("100.00"))
 
     def outbox_retry():
         assert writeback_retry(outbox=w["failed_outbox"])
 
     def rematch_parked():
-        assert payment_services.webhook_events_rematch(partner=partner) == 1
+        assert webhook_events.webhook_events_rematch(partner=partner) == 1
 
     def run_create():
-        assert sync_services.sync_run_create(
-            partner=partner, kind=SyncRun.Kind.PDF, trigger=SyncRun.Trigger.OPS
-        )
+        assert sync_run_create(partner=partner, kind=SyncRun.Kind.PDF, trigger=SyncRun.Trigger.OPS)
 
     def manual_sync():
         manual_sync_start(partner=partner, kind=SyncRun.Kind.NEW_DATA)
 
     def reap():
-        assert sync_services.reap_stuck_runs()["requeued"] >= 1
+        assert reap_stuck_runs()["requeued"] >= 1
 
     def connect():
         conn = connect_to(w["newcomer"], w["sandbox"].db)
@@ -369,7 +353,7 @@ def test_committed_transactions_publish_after_commit_and_the_worker_finds_every_
     task ends fast and says it found its row: events processed, outbox rows parked as
     "not_connected" by the relay, runs failed as "not_connected"."""
     partner = make_partner("Charlie Tech")
-    endpoint, secret = payment_services.payment_settings_create(partner=partner)
+    endpoint, secret = payment_settings.payment_settings_create(partner=partner)
     invoices = [make_invoice(partner) for _ in range(2 * COMMITS)]
     worker.start()
 
@@ -377,16 +361,16 @@ def test_committed_transactions_publish_after_commit_and_the_worker_finds_every_
     for i in range(COMMITS):
         with transaction.atomic():
             headers, body = signed_delivery(secret, invoices[2 * i].pk, "100.00")
-            receipt = payment_services.webhook_event_receive(
+            receipt = webhook_events.webhook_event_receive(
                 endpoint_id=endpoint.endpoint_id, headers=headers, body=body
             )
             assert receipt.status == 202
             events.append(headers["webhook-id"])
-            payment_services.payment_record(
+            ledger.payment_record(
                 partner=partner, invoice_id=invoices[2 * i + 1].pk, amount=Decimal("100.00")
             )
             runs.append(
-                sync_services.sync_run_create(
+                sync_run_create(
                     partner=partner, kind=SyncRun.Kind.NEW_DATA, trigger=SyncRun.Trigger.OPS
                 ).pk
             )

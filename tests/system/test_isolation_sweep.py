@@ -45,7 +45,7 @@ OBJECT_FOR = {
     "api:customer-archive": lambda a: a["customer"].pk,
     "api:customer-unarchive": lambda a: a["customer"].pk,
     "invoices:archive": lambda a: a["invoice"].pk,
-    "invoices:customer-archive": lambda a: a["customer"].pk,
+    "customers:archive": lambda a: a["customer"].pk,
     "invoices:customer-invoice-create": lambda a: a["customer"].pk,
 }
 

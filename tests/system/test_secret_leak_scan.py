@@ -22,11 +22,11 @@ from rest_framework.test import APIClient
 from config.logging import RequestIdFilter, SecretMaskingFilter
 from invoices.models import Invoice
 from partners.models import User
-from payments import services as payment_services
-from payments.writeback import writeback_drain
+from payments.services import payment_settings, webhook_events
 from sync.models import SyncRun
-from sync.services import execute_run
+from sync.services.runs import execute_run
 from tests.payments.conftest import Sender, event
+from tests.payments.helpers import writeback_drain
 
 pytestmark = pytest.mark.django_db
 
@@ -152,8 +152,8 @@ def test_no_secret_anywhere_after_a_full_scenario(
         )
 
         # Payments: a signed webhook pays an invoice, the write-back sends paidDate.
-        settings_obj, whsec = payment_services.payment_settings_create(partner=partner_a)
-        _, whsec_new = payment_services.payment_settings_rotate_secret(partner=partner_a)
+        settings_obj, whsec = payment_settings.payment_settings_create(partner=partner_a)
+        _, whsec_new = payment_settings.payment_settings_rotate_secret(partner=partner_a)
         sender = Sender(settings_obj.endpoint_id, [whsec_new])
         invoice = Invoice.objects.filter(partner=partner_a, status="open").first()
         response = sender.send(event("succeeded", "pay_1", invoice, amount=invoice.outstanding))
@@ -162,7 +162,7 @@ def test_no_secret_anywhere_after_a_full_scenario(
         from payments.models import WebhookEvent
 
         for ev in WebhookEvent.objects.filter(partner=partner_a):
-            payment_services.webhook_event_process(partner=partner_a, event_id=ev.id)
+            webhook_events.webhook_event_process(partner=partner_a, event_id=ev.id)
         writeback_drain(partner=partner_a)
         assert db.get_invoice(invoice.autotask_id)["paidDate"] is not None
 

@@ -5,7 +5,7 @@
 which only shortens the sync lease (`PAYSYNC_TEST_SYNC_LEASE_SECONDS`, see
 `worker_environment`) before handing over to Celery's own command line: a redelivered run may
 take over from its dead worker only once the dead owner's lease is stale (production: 30 s
-after its last heartbeat; sync/services.py). Processes are killed by pid only (the
+after its last heartbeat; sync/services/leases.py). Processes are killed by pid only (the
 worker and the children listed in /proc), never by name. Every wait is bounded. Other queues
 and pool sizes: `Worker(env, log, queues="webhooks,writeback,default", concurrency=2)`.
 """
@@ -83,7 +83,7 @@ def socket_owner(local_port: int, pids: list[int]) -> int | None:
 def worker_environment(server, *, lease_seconds: float | None = None) -> dict[str, str]:
     """The environment of a worker (or gunicorn) subprocess: this test's database, Redis,
     sandbox and keys, and a sync lease of `lease_seconds` when given (production:
-    sync.services.LEASE)."""
+    sync.services.leases.LEASE)."""
     from django.conf import settings
     from django.db import connection
 
@@ -144,7 +144,7 @@ class Worker:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.log_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.sync.worker_harness", *self.args],
+            [sys.executable, "-m", "tests.harness.workers", *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
@@ -209,9 +209,9 @@ def main() -> None:  # pragma: no cover - runs in the worker subprocess
     django.setup()
     lease = os.environ.get("PAYSYNC_TEST_SYNC_LEASE_SECONDS")
     if lease:
-        import sync.services
+        import sync.services.leases
 
-        sync.services.LEASE = timedelta(seconds=float(lease))
+        sync.services.leases.LEASE = timedelta(seconds=float(lease))
     from celery.bin.celery import main as celery_main
 
     sys.argv = ["celery", "-A", "config", *sys.argv[1:]]

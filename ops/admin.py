@@ -1,4 +1,7 @@
-"""The Django admin as the ops console (issue 8).
+"""The Django admin as the ops console (issue 8): the partners overview and the users here;
+every app registers its own models in its admin.py with the helpers of ops/mixins.py. The
+overview's query and the Autotask budget are in ops/selectors.py, its list filters in
+ops/filters.py. Admin URLs follow the models' apps (/admin/partners/partner/), not this one.
 
 Who may do what (the "support" group is created by partners/migrations/0002_support_group.py):
 - Only staff reach the admin (Django's AdminSite.has_permission); partner users are sent to
@@ -16,246 +19,28 @@ outcome, never a credential.
 
 from __future__ import annotations
 
-import logging
-from datetime import timedelta
-from urllib.parse import urlencode
-
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from rest_framework.authtoken.models import TokenProxy
 
-from config.api import DomainError
 from customers.models import Customer
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
+from partners.models import Partner, User
 from payments.models import WebhookEvent, WritebackOutbox
 from sync.models import SyncRun
 
-from .models import Partner, User
-
-log = logging.getLogger(__name__)
-
-OPS_PERMISSION = "partners.run_ops_actions"
-FAILED_RUNS_WINDOW = timedelta(days=1)
-NEEDS_OPS_WRITEBACK = [WritebackOutbox.State.PARKED, WritebackOutbox.State.FAILED]
+from .filters import ConnectionStatusFilter, HasOpenProblemsFilter, SchedulesPausedFilter
+from .mixins import OpsActionsMixin, changelist_url, run_ops_syncs
+from .selectors import ALL_KINDS, attach_budgets, partner_overview
 
 # API tokens are credentials: DRF registers an admin that lists their keys in clear.
 if admin.site.is_registered(TokenProxy):
     admin.site.unregister(TokenProxy)
-
-
-# --- shared by every app's admin --------------------------------------------------------------
-
-
-class OpsActionsMixin:
-    """`@admin.action(permissions=["ops"])` actions: support staff and superusers."""
-
-    def has_ops_permission(self, request) -> bool:
-        return request.user.has_perm(OPS_PERMISSION)
-
-
-def change_url(obj) -> str:
-    opts = obj._meta
-    return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
-
-
-def changelist_url(model, **params) -> str:
-    opts = model._meta
-    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
-    return f"{url}?{urlencode(params)}" if params else url
-
-
-def partner_link(obj) -> str:
-    """The row's partner as a link to the partner's ops page (needs `partner` selected)."""
-    if obj.partner_id is None:
-        return "—"
-    return format_html('<a href="{}">{}</a>', change_url(obj.partner), obj.partner)
-
-
-class PartnerColumnMixin:
-    """A "Partner" column linking to the partner's ops page (list_display "partner_name")."""
-
-    @admin.display(description="Partner", ordering="partner__name")
-    def partner_name(self, obj):
-        return partner_link(obj)
-
-
-def run_ops_syncs(model_admin, request, targets, kind: str) -> None:
-    """Start an ops sync (trigger "ops", no cooldown; sync/manual.py `sync_run_ops`) for each
-    (partner, object to log on) pair. The run records who asked (`requested_by`)."""
-    from sync.manual import action_for, sync_run_ops
-
-    title = action_for(kind).title
-    for partner, logged in targets:
-        try:
-            run = sync_run_ops(partner=partner, kind=kind, user=request.user)
-        except DomainError as exc:
-            model_admin.log_change(request, logged, f"{title}: not started ({exc.code}).")
-            model_admin.message_user(request, f"{partner}: {exc.message}", messages.ERROR)
-            continue
-        model_admin.log_change(request, logged, f"{title}: started ops sync run #{run.pk}.")
-        model_admin.message_user(request, f"{partner}: {title} started (run #{run.pk}).")
-
-
-# --- Autotask request budget (Redis) ----------------------------------------------------------
-
-
-def budget_usage(database_cis) -> dict[int, tuple[int, int | None]] | None:
-    """{database ci: (requests in the current window, our budget or None)} read from the
-    Redis limiter in two round trips for the whole page; None when there is no Redis limiter or
-    it cannot be read (the page still renders)."""
-    from integrations.autotask.client import default_limiter
-    from integrations.autotask.limits import RedisLimiter, database_key
-
-    limiter = default_limiter()
-    if not isinstance(limiter, RedisLimiter):
-        return None
-    cis = sorted(set(database_cis))
-    if not cis:
-        return {}
-    try:
-        usage = limiter.usage([database_key(ci=ci, username="") for ci in cis])
-    except Exception:
-        log.warning("admin: Autotask budget usage unavailable", exc_info=True)
-        return None
-    return {ci: usage[database_key(ci=ci, username="")] for ci in cis}
-
-
-def attach_budgets(partners) -> None:
-    partners = list(partners)
-    usage = budget_usage(p.database_ci for p in partners if p.database_ci is not None)
-    for p in partners:
-        p.budget_usage = "unavailable" if usage is None else usage.get(p.database_ci)
-
-
-# --- partners ---------------------------------------------------------------------------------
-
-
-def _count(queryset) -> Coalesce:
-    """A correlated COUNT per partner (one subquery, no N+1 and no join fan-out)."""
-    counted = (
-        queryset.filter(partner=OuterRef("pk"))
-        .order_by()
-        .values("partner")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
-
-
-def _last_run(kind: str, field: str) -> Subquery:
-    # Uses the (partner, -created_at) index of SyncRun.
-    return Subquery(
-        SyncRun.objects.filter(partner=OuterRef("pk"), kind=kind)
-        .order_by("-created_at", "-id")
-        .values(field)[:1]
-    )
-
-
-LISTED_KINDS = [SyncRun.Kind.NEW_DATA, SyncRun.Kind.UNPAID]
-ALL_KINDS = [SyncRun.Kind.INITIAL, SyncRun.Kind.NEW_DATA, SyncRun.Kind.UNPAID, SyncRun.Kind.PDF]
-
-PROBLEMS = (
-    Q(connection_status=AutotaskConnection.Status.NEEDS_ATTENTION)
-    | Q(failed_writebacks__gt=0)
-    | Q(failed_runs_day__gt=0)
-    | Q(parked_events__gt=0)
-)
-
-
-def partner_overview(queryset):
-    """Partners with what ops look at first, in one query (the list's columns; the change
-    page reads the other kinds' last runs itself)."""
-    since = timezone.now() - FAILED_RUNS_WINDOW
-    runs = {}
-    for kind in LISTED_KINDS:
-        runs[f"last_{kind}_status"] = _last_run(kind, "status")
-        runs[f"last_{kind}_at"] = _last_run(kind, "created_at")
-        runs[f"last_{kind}_id"] = _last_run(kind, "id")
-    return queryset.annotate(
-        connection_id=F("autotask_connection__id"),
-        connection_status=F("autotask_connection__status"),
-        schedules_paused=F("autotask_connection__schedules_paused"),
-        database_ci=F("autotask_connection__database_ci"),
-        user_count=_count(User.objects.all()),
-        failed_writebacks=_count(WritebackOutbox.objects.filter(state__in=NEEDS_OPS_WRITEBACK)),
-        failed_runs_day=_count(
-            SyncRun.objects.filter(status=SyncRun.Status.FAILED, created_at__gte=since)
-        ),
-        parked_events=_count(WebhookEvent.objects.filter(status=WebhookEvent.Status.PARKED)),
-        **runs,
-    )
-
-
-class HasOpenProblemsFilter(admin.SimpleListFilter):
-    title = "open problems"
-    parameter_name = "problems"
-
-    def lookups(self, request, model_admin):
-        return [
-            ("any", "Has open problems"),
-            ("connection", "Connection needs attention"),
-            ("writeback", "Failed write-backs"),
-            ("runs", "Runs failed in the last day"),
-            ("events", "Parked payment events"),
-            ("none", "No open problems"),
-        ]
-
-    def queryset(self, request, queryset):
-        match self.value():
-            case "any":
-                return queryset.filter(PROBLEMS)
-            case "connection":
-                return queryset.filter(connection_status=AutotaskConnection.Status.NEEDS_ATTENTION)
-            case "writeback":
-                return queryset.filter(failed_writebacks__gt=0)
-            case "runs":
-                return queryset.filter(failed_runs_day__gt=0)
-            case "events":
-                return queryset.filter(parked_events__gt=0)
-            case "none":
-                # Spelled out: NOT (status = 'needs_attention') is NULL without a connection.
-                return queryset.filter(
-                    Q(connection_status__isnull=True)
-                    | ~Q(connection_status=AutotaskConnection.Status.NEEDS_ATTENTION),
-                    failed_writebacks=0,
-                    failed_runs_day=0,
-                    parked_events=0,
-                )
-        return queryset
-
-
-class ConnectionStatusFilter(admin.SimpleListFilter):
-    title = "Autotask connection"
-    parameter_name = "connection"
-
-    def lookups(self, request, model_admin):
-        return [*AutotaskConnection.Status.choices, ("none", "Never connected")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "none":
-            return queryset.filter(connection_id__isnull=True)
-        if self.value():
-            return queryset.filter(connection_status=self.value())
-        return queryset
-
-
-class SchedulesPausedFilter(admin.SimpleListFilter):
-    title = "schedules"
-    parameter_name = "paused"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "Paused"), ("no", "Running")]
-
-    def queryset(self, request, queryset):
-        if self.value() in ("yes", "no"):
-            return queryset.filter(schedules_paused=self.value() == "yes")
-        return queryset
 
 
 class UserInline(admin.TabularInline):

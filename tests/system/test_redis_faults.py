@@ -7,7 +7,7 @@ never work: the periodic sweeps read the database and enqueue again what the bro
 Each test runs its own Redis (`redis-server --save '' --appendonly no` on a free port, killed
 and restarted by pid: a restart is an empty Redis, like production's without persistence),
 points this process's Celery app and settings (broker, `REDIS_URL`) and a real worker
-subprocess (tests/sync/worker_harness.py, queues webhooks, writeback, sync, default) at it, and
+subprocess (tests/harness/workers.py, queues webhooks, writeback, sync, default) at it, and
 restores the app afterwards. Webhooks go through the real view (Django's test client).
 
 Sweeps: beat runs them in production (payments/migrations/0002, sync/migrations/0002: the
@@ -49,16 +49,17 @@ from django.test import Client
 from django.utils import timezone
 
 from invoices.models import Invoice
-from payments import services as payment_services
 from payments import webhooks
 from payments.models import Payment, WebhookEvent, WritebackOutbox
-from payments.writeback import writeback_sweep
+from payments.services import ledger, payment_settings, webhook_events
+from payments.services.writeback import writeback_sweep
 from sandbox.state import SandboxDatabase
-from sync import services as sync_services
 from sync.models import SyncRun
-from tests.fixtures.sandbox import reopen_paid_invoices
-from tests.fixtures.sync import connect_to
-from tests.sync.worker_harness import Worker, alive, wait_for, worker_environment
+from sync.services.reaper import QUEUED_LOST_AFTER, reap_stuck_runs
+from sync.services.runs import sync_run_create
+from tests.harness.sandbox import reopen_paid_invoices
+from tests.harness.sync import connect_to
+from tests.harness.workers import Worker, alive, wait_for, worker_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -187,7 +188,7 @@ def paying_partner(partner_a, connect, run_now, make_sandbox, own_redis):
     run = run_now(conn.first_run)
     assert run.status == "succeeded", run.error_message
     server.db.reset_counters()
-    endpoint, secret = payment_services.payment_settings_create(partner=partner_a)
+    endpoint, secret = payment_settings.payment_settings_create(partner=partner_a)
     own_redis.flushall()
     invoices = list(
         Invoice.objects.filter(
@@ -231,15 +232,15 @@ def run_sweeps(*, age_queued_runs: bool = False) -> dict:
     `age_queued_runs`: the queued runs are made QUEUED_LOST_AFTER older (created_at and
     heartbeat_at), as if the reaper's 5 minutes had passed for them; live runs are untouched."""
     if age_queued_runs:
-        age = sync_services.QUEUED_LOST_AFTER + timedelta(seconds=1)
+        age = QUEUED_LOST_AFTER + timedelta(seconds=1)
         SyncRun.objects.filter(status=SyncRun.Status.QUEUED).update(
             created_at=F("created_at") - age,
             heartbeat_at=Coalesce("heartbeat_at", "created_at") - age,
         )
     return {
-        "events": payment_services.webhook_events_requeue_stale(older_than=timedelta(0)),
+        "events": webhook_events.webhook_events_requeue_stale(older_than=timedelta(0)),
         "writebacks": writeback_sweep(),
-        "runs": sync_services.reap_stuck_runs()["requeued"],
+        "runs": reap_stuck_runs()["requeued"],
     }
 
 
@@ -313,14 +314,10 @@ def test_redis_down_30s_loses_no_payment_or_writeback(
     answers = [post_payment(client, world, inv) for inv in during]
     manual = invoices[21:26]
     for inv in manual:
-        payment_services.payment_record(
-            partner=partner_a, invoice_id=inv.pk, amount=inv.outstanding
-        )
+        ledger.payment_record(partner=partner_a, invoice_id=inv.pk, amount=inv.outstanding)
     # The run is committed and its enqueue fails quietly (robust on_commit): no error reaches
     # the caller; the reaper enqueues the run again.
-    sync_services.sync_run_create(
-        partner=partner_a, kind=SyncRun.Kind.NEW_DATA, trigger=SyncRun.Trigger.OPS
-    )
+    sync_run_create(partner=partner_a, kind=SyncRun.Kind.NEW_DATA, trigger=SyncRun.Trigger.OPS)
     run = SyncRun.objects.filter(partner=partner_a).latest("id")
     assert run.status == SyncRun.Status.QUEUED and run.trigger == SyncRun.Trigger.OPS
 

@@ -16,6 +16,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from integrations.connect import ConnectError, autotask_connect
+from integrations.selectors import connection_for
 from partners.models import Partner, User
 
 PARTNERS = [
@@ -111,12 +113,9 @@ class Command(BaseCommand):
         )
 
     def _connect_first(self, state):
-        from integrations.models import AutotaskConnection
-        from integrations.services import ConnectError, autotask_connect
-
         slug = PARTNERS[0][0]
         partner = Partner.objects.get(slug=slug)
-        conn = AutotaskConnection.objects.filter(partner=partner).first()
+        conn = connection_for(partner=partner)
         if conn and conn.is_active:
             return
         try:

@@ -1,0 +1,11 @@
+"""Mounted at /invoices/customers/ (config/urls.py), where these pages have always been."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "customers"
+urlpatterns = [
+    path("<int:pk>/archive/", views.CustomerArchiveView.as_view(), name="archive"),
+    path("new/", views.CustomerCreateView.as_view(), name="create"),
+]

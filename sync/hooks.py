@@ -1,0 +1,40 @@
+"""Work that higher layers attach to the end of a successful sync.
+
+The sync never imports the apps above it (payments re-matches its parked webhook events after
+each finished sync: an invoice may have arrived, a balance changed). They register a hook here
+from their AppConfig.ready(); `run_after_successful_sync` calls each one in the transaction
+that finishes the run, in its own savepoint. A failing hook is logged and rolled back to its
+savepoint; it never fails the sync nor stops the other hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+AfterSyncHook = Callable[..., object]  # called as hook(partner=partner)
+
+_after_successful_sync: dict[str, AfterSyncHook] = {}
+
+
+def register_after_successful_sync(hook: AfterSyncHook) -> AfterSyncHook:
+    """Register `hook` (once per qualified name, so a second ready() adds nothing)."""
+    _after_successful_sync[f"{hook.__module__}.{hook.__qualname__}"] = hook
+    return hook
+
+
+def after_successful_sync_hooks() -> list[AfterSyncHook]:
+    return list(_after_successful_sync.values())
+
+
+def run_after_successful_sync(partner) -> None:
+    for name, hook in list(_after_successful_sync.items()):
+        try:
+            with transaction.atomic():
+                hook(partner=partner)
+        except Exception:
+            log.exception("after-sync hook %s failed for partner %s", name, partner.id)
