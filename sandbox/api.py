@@ -4,9 +4,9 @@ and the entity endpoints.
 Order of checks for an authenticated call, chosen to match what clients observe
 (API.md §2, §4): unknown UserName → 500; bad Secret → 401; right user at another database's
 zone → 401; bad ApiIntegrationCode → 500; permission switch → 500/403; unknown endpoint → 404;
-thread limit (per endpoint) → 500/429 Itgenatr005; injected faults; hourly threshold → 429;
-usage latency; then the endpoint itself. Requests refused before the threshold check are not
-counted against it.
+thread limit (per endpoint) → 500/429 Itgenatr005; injected faults; hourly threshold → 429
+(or 500 with the same text: switch ``threshold_status``); usage latency; then the endpoint
+itself. Requests refused before the threshold check are not counted against it.
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.message import Message
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from sandbox import errors, query, wire
 from sandbox.errors import ApiError, business_error, method_not_allowed
-from sandbox.faults import fault_response
+from sandbox.faults import HTML_PAGE, fault_response
 from sandbox.schema import ENTITIES, INTEGER_TYPES, NUMBER_TYPES, Entity
+from sandbox.state import check_own_company_change
 
 if TYPE_CHECKING:
     from sandbox.state import SandboxDatabase
@@ -165,14 +167,14 @@ class AutotaskApi:
         if db.latency_ms:
             self.server.sleep(db.latency_ms / 1000)
         if fault is not None:
-            return self._fault(fault)
+            return self._fault(fault, db.threshold)
         admitted, delay, retry_after = db.admit()
         if not admitted:
             headers = {}
             if db.switches.threshold_retry_after and retry_after is not None:
                 headers["Retry-After"] = str(retry_after)
             raise ApiError(
-                429,
+                db.switches.threshold_status,
                 {"errors": [errors.HOURLY_THRESHOLD.format(threshold=db.threshold)]},
                 headers=headers,
             )
@@ -182,14 +184,14 @@ class AutotaskApi:
             if segments or req.method != "GET":
                 raise not_found(req.path)
             return Response.json(200, db.threshold_information())
-        return self._entity(db, ENTITIES[endpoint.lower()], req, segments, lowered)
+        return self._entity(db, db.entity(endpoint), req, segments, lowered)
 
-    def _fault(self, fault) -> Response:
+    def _fault(self, fault, threshold: int = 10_000) -> Response:
         if fault.kind == "timeout":
             return Response(0, hold_then_drop=fault.seconds)
         if fault.kind == "drop":
             return Response(0, hold_then_drop=0.0)
-        status, headers, body, content_type = fault_response(fault)
+        status, headers, body, content_type = fault_response(fault, threshold)
         return Response(status, body, content_type, headers)
 
     def _log(self, db, req: Request, entity: str, response: Response, started: float) -> None:
@@ -321,7 +323,8 @@ class AutotaskApi:
     # -- writes ------------------------------------------------------------------------------
 
     def _update(self, db, entity: Entity, req: Request) -> Response:
-        if not entity.can_update or entity.name not in ("Invoices", "Companies", "BillingItems"):
+        writable = ("Invoices", "Companies", "BillingItems", "Currencies")
+        if not entity.can_update or entity.name not in writable:
             raise method_not_allowed(req.method)
         body = req.json()
         if not isinstance(body, dict):
@@ -345,8 +348,20 @@ class AutotaskApi:
                         if f.required:
                             raise business_error(f"{f.name} is required.")
                         changes[f.name] = None
+            if entity.name == "Invoices" and "paidDate" in changes:
+                raw = next((v for k, v in body.items() if k.lower() == "paiddate"), None)
+                if raw is not None:
+                    changes["paidDate"] = _paid_date(db.switches, raw)
+                elif db.switches.paid_date_null == "ignore":
+                    del changes["paidDate"]
             if entity.name == "Companies":
+                try:
+                    check_own_company_change(row_id, changes)
+                except ValueError as error:
+                    raise business_error(str(error)) from None
                 changes["lastTrackedModifiedDateTime"] = wire.now_wire()
+            if entity.name == "Currencies":
+                changes["lastModifiedDateTime"] = wire.now_wire()
             table.update(row_id, changes)
         return Response.json(200, {"itemId": row_id})
 
@@ -355,9 +370,10 @@ class AutotaskApi:
         if not isinstance(body, dict):
             raise business_error("The request body must be a JSON object.")
         fields_ = {k: v for k, v in body.items() if k.lower() != "id"}
-        template = dict.fromkeys(ENTITIES["companies"].names)
-        changes = _writable_changes(ENTITIES["companies"], fields_, tuple(template.values()))
-        for f in ENTITIES["companies"].fields:
+        entity = db.entity("Companies")
+        template = dict.fromkeys(entity.names)
+        changes = _writable_changes(entity, fields_, tuple(template.values()))
+        for f in entity.fields:
             if f.required and not f.read_only and changes.get(f.name) is None:
                 raise business_error(f"{f.name} is required.")
         record = db.create_company(**changes)
@@ -372,6 +388,10 @@ class AutotaskApi:
         row = invoices.get(invoice_id)
         if row is None:
             return Response.json(404, {"errors": ["No matching records found."]})
+        number = row[invoices.entity.index["invoiceNumber"]] or str(invoice_id)
+        failure = db.pdf_failures.get(invoice_id)
+        if failure is not None:
+            return _failed_pdf(db, invoice_id, number, failure)
         company_row = db.table("companies").get(row[invoices.entity.index["companyID"]])
         compress = db.switches.pdf_compress
         key = (db.ci, row[:-1], company_row[:-1] if company_row else None, compress)
@@ -381,13 +401,16 @@ class AutotaskApi:
             invoice = invoices.as_dict(row)
             company = db.get_company(invoice["companyID"])
             pdf = render_invoice_pdf(
-                invoice, company, db.invoice_lines(invoice_id), compress=compress
+                invoice,
+                company,
+                db.invoice_lines(invoice_id),
+                compress=compress,
+                currency=db.company_currency(invoice["companyID"]),
             )
             with self._pdf_lock:
                 self._pdf_cache[key] = pdf
                 while len(self._pdf_cache) > 256:
                     self._pdf_cache.popitem(last=False)
-        number = row[invoices.entity.index["invoiceNumber"]] or str(invoice_id)
         item = {
             "id": invoice_id,
             "contentType": "application/pdf",
@@ -396,6 +419,43 @@ class AutotaskApi:
             "data": base64.b64encode(pdf).decode(),
         }
         return Response.json(200, {"item": item} if db.switches.pdf_wrapped else item)
+
+
+PDF_ERROR = "An error occurred while generating the PDF for invoice {id}."
+
+
+def _failed_pdf(db, invoice_id: int, number: str, kind: str) -> Response:
+    """An InvoicePDF answer for an invoice marked with db.fail_invoice_pdf."""
+    if kind == "500":
+        return Response.json(500, {"errors": [PDF_ERROR.format(id=invoice_id)]})
+    if kind == "error_body":
+        return Response.json(200, {"errors": [PDF_ERROR.format(id=invoice_id)]})
+    data = b"" if kind == "empty" else HTML_PAGE  # "not_pdf": an error page, not a PDF
+    item = {
+        "id": invoice_id,
+        "contentType": "application/pdf",
+        "fileName": f"Invoice-{number}.pdf",
+        "fileSize": len(data),
+        "data": base64.b64encode(data).decode(),
+    }
+    return Response.json(200, {"item": item} if db.switches.pdf_wrapped else item)
+
+
+def _paid_date(switches, value: Any) -> str:
+    """A written paidDate as stored, per the paid_date_time switch (UNVERIFIED which one
+    Autotask does; API.md §10)."""
+    try:
+        mode = switches.paid_date_time
+        if mode == "date":
+            return wire.normalize_date(value)
+        instant = wire.parse_datetime(value)
+        if mode == "keep_time":
+            return wire.format_datetime(instant)
+        if mode == "local_date":
+            instant += timedelta(hours=switches.tenant_utc_offset_hours)
+        return wire.format_date(instant.date())
+    except ValueError:
+        raise business_error(f"Invalid value for paidDate: {json.dumps(value)}.") from None
 
 
 def _endpoint(segment: str) -> str | None:

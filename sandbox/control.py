@@ -13,22 +13,46 @@ Invoices (what happens in the Autotask UI)
   POST   /_sandbox/databases/{db}/invoices          create [create_invoice]: {"companyID": 174,
          "lines": [{"quantity": 2, "rate": 50.0, "itemName": "…"}], "invoiceDate": "2025-10-01",
          "paymentTerm": 1, "invoiceNumber": "X-1" ("" = no number yet), "taxRate": 0.08,
-         "taxRegionName": "…", "createDateTime": "…"}; all but companyID optional → {"item": …}
+         "taxRegionName": "…", "createDateTime": "…"}; all but companyID optional; the
+         company's pending credits land on it → {"item": …}
   GET    /_sandbox/databases/{db}/invoices/{id}     {"item": invoice, "lines": [billing items]}
   PATCH  /_sandbox/databases/{db}/invoices/{id}     change fields by wire name [update_invoice],
-         e.g. {"invoiceTotal": 90.5}, {"dueDate": "2025-11-01"}, {"paidDate": "2025-10-02"},
-         {"paidDate": null} (clear), {"invoiceNumber": "1099"} → {"item": …}
+         e.g. {"paidDate": "2025-10-02"}, {"paidDate": null} (clear), {"invoiceNumber": "1099"}
+         → {"item": …}; amounts and dates of a posted invoice (invoiceTotal, dueDate, …) → 400
+         unless switch invoice_edit_in_place (legacy)
   POST   /_sandbox/databases/{db}/invoices/{id}/void      [void_invoice] → {"item": …}
-  POST   /_sandbox/databases/{db}/invoices/{id}/credits   negative billing item lowering the
-         total [add_credit]: {"amount": 25.0, "description": "Credit"} → {"item": line}
-  DELETE /_sandbox/databases/{db}/invoices/{id}     remove with its lines [delete_invoice]
+  POST   /_sandbox/databases/{db}/invoices/{id}/reissue   void it and invoice it again
+         [reissue_invoice]: optional {"invoiceTotal": 90.5, "dueDate": "2025-11-01"}
+         → {"voided_id": id, "new_id": replacement id}
+  PUT    /_sandbox/databases/{db}/invoices/{id}/pdf-failure   its InvoicePDF fails
+         [fail_invoice_pdf]: {"kind": "500" | "error_body" | "empty" | "not_pdf"} (POST too)
+  DELETE /_sandbox/databases/{db}/invoices/{id}/pdf-failure   works again
+         [clear_invoice_pdf_failure]
+  POST   /_sandbox/databases/{db}/invoices/{id}/credits   legacy (switch credit_in_place, else
+         400): negative line lowering that invoice's total [add_credit]: {"amount": 25.0,
+         "description": "Credit"} → {"item": line}
+  DELETE /_sandbox/databases/{db}/invoices/{id}     legacy (switch invoice_delete, else 400):
+         remove with its lines [delete_invoice]
 
 Companies
   POST   /_sandbox/databases/{db}/companies         create [create_company]: {"companyName": …,
-         any Companies field} → {"item": …}
+         any Companies field, "currency": "EUR" (ISO code, optional)} → {"item": …}
   GET    /_sandbox/databases/{db}/companies/{id}    {"item": …}
-  PATCH  /_sandbox/databases/{db}/companies/{id}    change fields [update_company]
-  DELETE /_sandbox/databases/{db}/companies/{id}    remove with its contacts [delete_company]
+  PATCH  /_sandbox/databases/{db}/companies/{id}    change fields [update_company]; "currency":
+         "EUR" sets currencyID
+  DELETE /_sandbox/databases/{db}/companies/{id}    remove with its contacts [delete_company];
+         company 0 (the tenant's own) → 400
+  POST   /_sandbox/databases/{db}/companies/{id}/credits  a credit for the company's next
+         invoice [add_company_credit]: {"amount": 25.0, "description": "Credit"}
+         → {"item": pending credit line, "pending": [its pending credits]}
+  GET    /_sandbox/databases/{db}/companies/{id}/credits  {"pending": […]} [pending_credits]
+
+Tenant settings
+  GET    /_sandbox/databases/{db}/currencies        {"currencies": [Currencies rows]}
+  POST   /_sandbox/databases/{db}/currencies        {"name": "EUR"} → {"id": …} [currency_id]
+  GET    /_sandbox/databases/{db}/company-types     {"companyTypes": {"1": "Customer", …}}
+  PUT    /_sandbox/databases/{db}/company-types     {"1": "Lead", "3": "Customer", …}: the
+         companyType picklist; companies keep their role by label [set_company_types]
 
 Faults (see sandbox.faults for kinds)
   GET    /_sandbox/databases/{db}/faults            [describe_faults]
@@ -130,8 +154,38 @@ def _route(sandbox, req: Request, segments: list[str]) -> Any:
         return {"item": db.void_invoice(_int(rest[1]), **body)}
     if route == ("POST", "invoices", "#", "credits"):
         return {"item": db.add_credit(_int(rest[1]), **body)}
+    if route == ("POST", "invoices", "#", "reissue"):
+        kwargs = _keys(body, {"invoicetotal": "invoice_total", "duedate": "due_date"})
+        return db.reissue_invoice(_int(rest[1]), **kwargs)
+    if route in (("PUT", "invoices", "#", "pdf-failure"), ("POST", "invoices", "#", "pdf-failure")):
+        return db.fail_invoice_pdf(_int(rest[1]), **_keys(body, {"kind": "kind"}))
+    if route == ("DELETE", "invoices", "#", "pdf-failure"):
+        return {"pdfFailures": db.clear_invoice_pdf_failure(_int(rest[1]))}
     if route == ("POST", "companies"):
         return {"item": db.create_company(**body)}
+    if route == ("POST", "companies", "#", "credits"):
+        company_id = _int(rest[1])
+        kwargs = _keys(body, {"amount": "amount", "description": "description"})
+        if "amount" not in kwargs:
+            raise _ControlError(400, "amount is required")
+        item = db.add_company_credit(company_id, **kwargs)
+        return {"item": item, "pending": db.pending_credits(company_id)}
+    if route == ("GET", "companies", "#", "credits"):
+        company_id = _int(rest[1])
+        if db.get_company(company_id) is None:
+            raise KeyError(f"company {company_id} not found")
+        return {"pending": db.pending_credits(company_id)}
+    if route == ("GET", "currencies"):
+        return {"currencies": db.currencies()}
+    if route == ("POST", "currencies"):
+        code = _keys(body, {"name": "name"}).get("name")
+        if not code:
+            raise _ControlError(400, "name (an ISO code) is required")
+        return {"id": db.currency_id(code, create=True)}
+    if route == ("GET", "company-types"):
+        return {"companyTypes": {str(v): label for v, label in db.company_types}}
+    if route == ("PUT", "company-types"):
+        return {"companyTypes": db.set_company_types(body)}
     if route in (("GET", "companies", "#"), ("PATCH", "companies", "#")):
         company_id = _int(rest[1])
         if method == "PATCH":
@@ -181,6 +235,17 @@ _INVOICE_KEYS = {
     "taxregionname": "tax_region_name",
     "createdatetime": "create_date_time",
 }
+
+
+def _keys(body: dict, names: dict[str, str]) -> dict:
+    """Body keys (case-insensitive, ``_`` ignored) → keyword arguments; others are a 400."""
+    kwargs = {}
+    for key, value in body.items():
+        name = names.get(key.lower().replace("_", ""))
+        if name is None:
+            raise _ControlError(400, f"unknown attribute {key!r}; one of {sorted(names)}")
+        kwargs[name] = value
+    return kwargs
 
 
 def _invoice_kwargs(body: dict) -> dict:

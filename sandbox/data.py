@@ -11,6 +11,11 @@ inactive ones), Contacts.isActive as 0/1, payment terms with paymentDueInDays, i
 the last two years with lines and tax (invoiceTotal includes tax), due dates from the term,
 paid invoices, voided invoices, credits (negative lines lowering the total), invoices
 without a number yet, and createDateTime a little after invoiceDateTime.
+
+Tenant-specific parts (company 0, the Currencies rows, companies' currencyID and companyType
+values) are applied by sandbox.state.SandboxDatabase on top of these rows, without drawing
+from the seeded generator: a database with other currencies or other company-type values has
+the same companies and invoices, with the same figures.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from operator import itemgetter
 from sandbox.schema import (
     COMPANIES,
     CONTACTS,
+    CURRENCIES,
     INVOICES,
     PAYMENT_TERMS,
     PAYMENT_TERMS_ENTITY,
@@ -194,6 +200,44 @@ _CATALOG = (
     ("Ticket Charge", "After-hours emergency callout", 10, (250.0,), (1.0,)),
 )
 _CREDITS = ("Credit: service outage", "Credit: duplicate charge", "Credit: goodwill discount")
+# ISO code → (description, units per US dollar). The rates are fixed illustrative figures;
+# Autotask's exchangeRate is relative to the internal currency (its meaning is UNVERIFIED).
+CURRENCY_INFO = {
+    "USD": ("US Dollar", 1.0),
+    "EUR": ("Euro", 0.92),
+    "GBP": ("British Pound", 0.79),
+    "CAD": ("Canadian Dollar", 1.36),
+    "AUD": ("Australian Dollar", 1.52),
+    "NZD": ("New Zealand Dollar", 1.66),
+    "CHF": ("Swiss Franc", 0.88),
+    "SEK": ("Swedish Krona", 10.5),
+    "ZAR": ("South African Rand", 18.2),
+}
+
+
+def currency_row(currency_id: int, code: str, internal: str, stamp: str) -> tuple:
+    """One Currencies row (schema column order). ``internal`` is the database's own currency:
+    the one row with isInternalCurrency true and exchangeRate 1."""
+    code = code.upper()
+    if len(code) != 3 or not code.isalpha():
+        raise ValueError(f"a currency is a 3-letter ISO code, not {code!r}")
+    description, per_usd = CURRENCY_INFO.get(code, (code, 1.0))
+    base = CURRENCY_INFO.get(internal.upper(), (internal, 1.0))[1]
+    row = {
+        "id": currency_id,
+        "currencyNegativeFormat": None,
+        "currencyPositiveFormat": None,
+        "description": description,
+        "displaySymbol": None,
+        "exchangeRate": round(per_usd / base, 6),
+        "isActive": True,
+        "isInternalCurrency": code == internal.upper(),
+        "lastModifiedDateTime": stamp,
+        "name": code,
+        "updateResourceID": RESOURCES[0],
+        "userDefinedFields": (),
+    }
+    return tuple(row[n] for n in CURRENCIES.names)
 
 
 def generate(*, seed: int, companies: int, invoices: int, today: date) -> dict[str, list[tuple]]:

@@ -8,7 +8,9 @@ Two mechanisms per database:
   that kind, deterministically (a 429 burst, one timeout on the PATCH, …).
 
 Kinds: ``503_html``, ``503_empty``, ``500_plain`` (500 without ``errors``), ``429`` (with
-``Retry-After`` when ``retry_after`` is given), ``timeout`` (hold the request ``seconds``, then
+``Retry-After`` when ``retry_after`` is given), ``500_threshold`` (a 500 whose errors carry the
+hourly-threshold text, also with ``Retry-After`` when given: how Autotask may answer an
+exceeded threshold, UNVERIFIED), ``timeout`` (hold the request ``seconds``, then
 drop the connection without answering), ``drop`` (close at once), ``malformed_json`` (200 with
 truncated JSON), ``html_200`` and ``html_500`` (an IIS/ASP.NET error page as text/html).
 
@@ -18,14 +20,17 @@ whose ``entity`` is ``"zoneInformation"`` (so a share does not break discovery b
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass
 
+from sandbox.errors import HOURLY_THRESHOLD
+
 FAULT_KINDS = frozenset(
-    {"503_html", "503_empty", "500_plain", "429", "timeout", "drop", "malformed_json",
-     "html_200", "html_500"}
+    {"503_html", "503_empty", "500_plain", "429", "500_threshold", "timeout", "drop",
+     "malformed_json", "html_200", "html_500"}
 )  # fmt: skip
 DEFAULT_KINDS = ("503_html", "503_empty", "500_plain")
 
@@ -134,8 +139,9 @@ class FaultPlan:
             }
 
 
-def fault_response(fault: Fault) -> tuple[int, dict[str, str], bytes, str]:
-    """(status, extra headers, body, content type) for the kinds that answer at all."""
+def fault_response(fault: Fault, threshold: int = 10_000) -> tuple[int, dict[str, str], bytes, str]:
+    """(status, extra headers, body, content type) for the kinds that answer at all.
+    ``threshold`` is the database's hourly threshold, named by ``500_threshold``."""
     json_type = "application/json; charset=utf-8"
     if fault.kind == "503_html":
         return 503, {}, HTML_503, "text/html"
@@ -147,6 +153,10 @@ def fault_response(fault: Fault) -> tuple[int, dict[str, str], bytes, str]:
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
         body = b'{"errors":["Too many requests: the request threshold has been exceeded."]}'
         return 429, headers, body, json_type
+    if fault.kind == "500_threshold":
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+        text = HOURLY_THRESHOLD.format(threshold=threshold)
+        return 500, headers, json.dumps({"errors": [text]}).encode(), json_type
     if fault.kind == "malformed_json":
         return 200, {}, MALFORMED_JSON, json_type
     if fault.kind == "html_200":

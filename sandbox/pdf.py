@@ -11,8 +11,14 @@ import io
 
 
 def render_invoice_pdf(
-    invoice: dict, company: dict | None, lines: list[dict], *, compress: bool
+    invoice: dict,
+    company: dict | None,
+    lines: list[dict],
+    *,
+    compress: bool,
+    currency: str | None = None,
 ) -> bytes:
+    """``currency``: the company's ISO code, printed with the total (amounts are in it)."""
     from reportlab.lib.pagesizes import A4  # imported lazily: reportlab is slow to import
     from reportlab.pdfgen import canvas
 
@@ -70,7 +76,7 @@ def render_invoice_pdf(
     line(f"Tax ({invoice['taxRegionName'] or 'none'})", x=330)
     line(f"{invoice['totalTaxValue']:.2f}", x=470)
     y -= 14
-    line("Total", x=390, bold=True)
+    line(f"Total {currency}" if currency else "Total", x=390, bold=True)
     line(f"{invoice['invoiceTotal']:.2f}", x=470, bold=True)
     pdf.showPage()
     pdf.save()

@@ -5,15 +5,20 @@ compiler's checks (unknown field, non-queryable field, boolean values), and the
 ``entityInformation`` / ``entityInformation/fields`` answers a client reads at run time.
 Read-only and queryable flags follow API.md §5 (Invoices: only invoiceNumber, paidDate and
 webServiceDate are writable; dueDate is not queryable).
+
+Entities here are the defaults. A database may replace a picklist with its own values (the
+companyType picklist is per tenant, API.md §10): ``with_picklist`` makes that database's copy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 INTEGER_TYPES = frozenset({"integer", "long", "short"})
 NUMBER_TYPES = frozenset({"double", "decimal"})
 
+# Autotask's standard companyType values; a tenant may have others (a public fixture has
+# 3 = Customer), so a database can bring its own (SandboxDatabase(company_types=…)).
 COMPANY_TYPES: tuple[tuple[int, str], ...] = (
     (1, "Customer"),
     (2, "Lead"),
@@ -137,6 +142,13 @@ class Entity:
 
     def field(self, name: str) -> Field | None:
         return self.by_lower.get(name.lower()) if isinstance(name, str) else None
+
+    def with_picklist(self, field_name: str, picklist: tuple[tuple[int, str], ...]) -> Entity:
+        """A copy of this entity whose ``field_name`` has other picklist values."""
+        fields_ = tuple(
+            replace(f, picklist=picklist) if f.name == field_name else f for f in self.fields
+        )
+        return replace(self, fields=fields_)
 
     def info(self) -> dict:
         return {
@@ -317,6 +329,27 @@ BILLING_ITEMS = Entity(
     can_update=True,
 )
 
+# Swagger-2020 CurrencyModel. Whether ``name`` holds the ISO code ("EUR") is UNVERIFIED; the
+# sandbox puts the code there and the currency's English name in ``description``.
+CURRENCIES = Entity(
+    "Currencies",
+    (
+        _f("id", "long", required=True),
+        _f("currencyNegativeFormat", "string", length=50, **RW),
+        _f("currencyPositiveFormat", "string", length=50, **RW),
+        _f("description", "string", length=100, **RW),
+        _f("displaySymbol", "integer", **RW),
+        _f("exchangeRate", "double", **RW),
+        _f("isActive", "boolean", required=True, **RW),
+        _f("isInternalCurrency", "boolean"),
+        _f("lastModifiedDateTime", "datetime"),
+        _f("name", "string", length=3, required=True),
+        _f("updateResourceID", "integer", reference="Resource"),
+    ),
+    can_update=True,
+)
+
 ENTITIES: dict[str, Entity] = {
-    e.name.lower(): e for e in (COMPANIES, CONTACTS, PAYMENT_TERMS_ENTITY, INVOICES, BILLING_ITEMS)
+    e.name.lower(): e
+    for e in (COMPANIES, CONTACTS, PAYMENT_TERMS_ENTITY, INVOICES, BILLING_ITEMS, CURRENCIES)
 }

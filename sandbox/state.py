@@ -18,21 +18,32 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sandbox import wire
-from sandbox.data import RESOURCES, generate
+from sandbox.data import RESOURCES, currency_row, generate
 from sandbox.faults import FaultPlan
 from sandbox.schema import (
     BILLING_ITEMS,
     COMPANIES,
+    COMPANY_TYPES,
     CONTACTS,
+    CURRENCIES,
     ENTITIES,
     INVOICES,
     PAYMENT_TERMS,
+    Entity,
 )
 from sandbox.table import Table
 
 WINDOW_SECONDS = 3600.0
 LOG_LIMIT = 100_000  # oldest half is dropped past this, so benchmarks cannot exhaust memory
 _ci_counter = itertools.count(101)
+OWN_COMPANY_ID = 0  # the tenant's own company ("your local organization", API.md §10)
+# Fields of a posted invoice that Autotask changes only by voiding and re-invoicing (API.md §10):
+# the control surface refuses them unless the invoice_edit_in_place switch is on.
+POSTED_FIELDS = frozenset(
+    {"companyID", "invoiceDateTime", "createDateTime", "dueDate", "fromDate", "toDate",
+     "invoiceTotal", "totalTaxValue", "paymentTerm", "taxGroup", "taxRegionName"}
+)  # fmt: skip
+PDF_FAILURES = ("500", "error_body", "empty", "not_pdf")
 
 
 @dataclass
@@ -51,6 +62,20 @@ class Switches:
     usage_delay_75: float = 1.0  # … and past 75 %
     pdf_wrapped: bool = False  # InvoicePDF as {"item": {...}} instead of flat
     pdf_compress: bool = False  # compress PDF page streams (off: text is greppable)
+    # Invoice lifecycle and tenant data (API.md §10; sandbox/README.md "Switches"). The defaults
+    # follow the evidence; the other value is the sandbox's earlier behaviour ("legacy").
+    reuse_ids: bool = False  # legacy True: a new row gets max(present ids) + 1 (ids come back)
+    invoice_edit_in_place: bool = False  # legacy True: control PATCH changes posted fields
+    invoice_delete: bool = False  # legacy True: control DELETE removes an invoice
+    credit_in_place: bool = False  # legacy True: invoices/{id}/credits lowers that invoice
+    own_company: bool = True  # company 0, the tenant's own; legacy False: no company 0
+    threshold_status: int = 429  # hourly threshold answer: 429 or 500 (UNVERIFIED), same text
+    paid_date_null: str = "clear"  # API {"paidDate": null}: "clear" or "ignore" (UNVERIFIED)
+    # How the API stores a date-time paidDate (UNVERIFIED): "date" = the calendar date as
+    # written; "utc_date" = the date of the UTC instant; "local_date" = the date in the tenant's
+    # time zone (tenant_utc_offset_hours); "keep_time" = the UTC instant, time kept.
+    paid_date_time: str = "date"
+    tenant_utc_offset_hours: float = -5.0  # the tenant's time zone, for paid_date_time
 
     _choices = {
         "missing_item": ("404", "null"),
@@ -58,6 +83,9 @@ class Switches:
         "permission_status": (500, 403),
         "unauthorized_body": ("empty", "json"),
         "thread_limit_status": (500, 429),
+        "threshold_status": (429, 500),
+        "paid_date_null": ("clear", "ignore"),
+        "paid_date_time": ("date", "utc_date", "local_date", "keep_time"),
     }
 
     def update(self, **changes: Any) -> None:
@@ -68,12 +96,27 @@ class Switches:
             allowed = self._choices.get(name)
             if allowed and value not in allowed:
                 raise ValueError(f"switch {name} must be one of {allowed}")
+            default = known[name].default
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise ValueError(f"switch {name} must be true or false")
+            if isinstance(default, float) and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise ValueError(f"switch {name} must be a number")
         for name, value in changes.items():
             setattr(self, name, value)
 
 
 class SandboxDatabase:
-    """A tenant database. Identified by ``username`` (zone lookup) and ``ci`` (zone URL)."""
+    """A tenant database. Identified by ``username`` (zone lookup) and ``ci`` (zone URL).
+
+    Tenant settings (all optional): ``switches`` — initial Switches values; ``currencies`` —
+    ISO codes, the first is the internal currency (default ``["USD"]``; with several, the
+    generated companies are spread over them in turn, the first company on the first);
+    ``company_types`` — the companyType picklist, ``{value: label}`` (default the standard
+    one; generated companies keep their role by label, so ``{3: "Customer", …}`` makes the
+    customers 3s); ``own_company`` — fields of company 0 to override.
+    """
 
     def __init__(
         self,
@@ -90,6 +133,10 @@ class SandboxDatabase:
         ci: int | None = None,
         today: date | None = None,
         clock: Callable[[], float] = time.time,
+        switches: dict[str, Any] | None = None,
+        currencies: list[str] | tuple[str, ...] | None = None,
+        company_types: dict | list | tuple | None = None,
+        own_company: dict[str, Any] | None = None,
     ) -> None:
         self.username = username
         self.secret = secret
@@ -102,6 +149,7 @@ class SandboxDatabase:
         self.today = today or datetime.now(UTC).date()
         self.clock = clock
         self.switches = Switches()
+        self.switches.update(**(switches or {}))
         self.faults = FaultPlan()
         self.base_url = ""  # set by SandboxServer.start()
         self.request_log: list[dict] = []
@@ -111,10 +159,25 @@ class SandboxDatabase:
         self._in_flight: dict[str, int] = {}
         self._slot_lock = threading.Lock()
         self._write_lock = threading.RLock()
+        self.pdf_failures: dict[int, str] = {}  # invoice id → how its InvoicePDF fails
+        self._pending_credits: dict[int, list[int]] = {}  # company id → credit billing items
+        self.company_types: tuple[tuple[int, str], ...] = _picklist(company_types)
+        self.entities: dict[str, Entity] = dict(ENTITIES)
+        if self.company_types != COMPANY_TYPES:
+            self.entities["companies"] = COMPANIES.with_picklist("companyType", self.company_types)
+        codes = [c.upper() for c in (currencies or ["USD"])]
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"currencies must differ: {codes}")
         rows = generate(seed=seed, companies=companies, invoices=invoices, today=self.today)
+        stamp = f"{self.today - timedelta(days=800)}T08:00:00.000Z"
+        rows["currencies"] = [currency_row(n, c, codes[0], stamp) for n, c in enumerate(codes, 1)]
+        rows["companies"] = self._tenant_companies(rows["companies"], len(codes))
         self.tables: dict[str, Table] = {
-            name: Table(ENTITIES[name], entity_rows) for name, entity_rows in rows.items()
+            name: Table(self.entities[name], entity_rows) for name, entity_rows in rows.items()
         }
+        self._own_company_row = self._make_own_company(own_company or {}, stamp)
+        if self.switches.own_company:
+            self.table("companies").insert(self._own_company_row)
         numbers = [
             int(n)
             for n in (r[INVOICES.index["invoiceNumber"]] for r in rows["invoices"])
@@ -252,7 +315,9 @@ class SandboxDatabase:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise ValueError(f"{name} must be a non-negative integer")
                 setattr(self, name, value)
-        self.switches.update(**changes)
+        with self._write_lock:
+            self.switches.update(**changes)
+            self._place_own_company()
         return self.settings()
 
     def settings(self) -> dict:
@@ -296,7 +361,140 @@ class SandboxDatabase:
             "threshold": self.threshold,
             "switches": self.settings(),
             "faults": self.describe_faults(),
+            "currencies": [c["name"] for c in self.currencies()],
+            "companyTypes": {str(value): label for value, label in self.company_types},
+            "pendingCredits": self.pending_credits(),
+            "pdfFailures": {str(k): v for k, v in sorted(self.pdf_failures.items())},
         }
+
+    # -- tenant data ----------------------------------------------------------------------
+
+    def entity(self, name: str) -> Entity:
+        """This database's metadata for an entity (its own companyType picklist)."""
+        return self.entities[name.lower()]
+
+    @property
+    def customer_type(self) -> int:
+        """The companyType value labelled Customer in this tenant (else its first value)."""
+        for value, label in self.company_types:
+            if label.lower() == "customer":
+                return value
+        return self.company_types[0][0]
+
+    def _tenant_companies(self, rows: list[tuple], currency_count: int) -> list[tuple]:
+        """Generated companies with this tenant's companyType values (by label) and spread
+        over its currencies; unchanged (the same tuples) for a default tenant."""
+        if self.company_types == COMPANY_TYPES and currency_count == 1:
+            return rows
+        mapping = _type_mapping(self.company_types)
+        type_col, currency_col = COMPANIES.index["companyType"], COMPANIES.index["currencyID"]
+        out = []
+        for n, row in enumerate(rows):
+            values = list(row)
+            values[type_col] = mapping.get(values[type_col], values[type_col])
+            values[currency_col] = 1 + n % currency_count
+            out.append(tuple(values))
+        return out
+
+    def _make_own_company(self, overrides: dict[str, Any], stamp: str) -> tuple:
+        """Company 0: the tenant's own company, named after the database. Its companyType is
+        the tenant's Customer value (a documented choice: the evidence does not say)."""
+        record = dict.fromkeys(COMPANIES.names)
+        record.update(
+            id=OWN_COMPANY_ID,
+            companyName=f"{self.username} (local organization)"[:100],
+            companyNumber="0",
+            companyType=self.customer_type,
+            isActive=True,
+            phone="555-555-0000",
+            fax="",
+            webAddress="",
+            address1="1 Main Street",
+            address2="",
+            city="East Greenbush",
+            state="NY",
+            postalCode="12061",
+            countryID=237,
+            billToAddressToUse=1,
+            billToAttention="",
+            billToAddress1="1 Main Street",
+            billToAddress2="",
+            billToCity="East Greenbush",
+            billToState="NY",
+            billToZipCode="12061",
+            billToCountryID=237,
+            currencyID=1,
+            invoiceTemplateID=102,
+            isTaxExempt=False,
+            ownerResourceID=RESOURCES[0],
+            createdByResourceID=RESOURCES[0],
+            createDate=stamp,
+            lastActivityDate=stamp,
+            lastTrackedModifiedDateTime=stamp,
+            userDefinedFields=[],
+        )
+        record.update(_normalise(COMPANIES, overrides, allow=set(COMPANIES.names) - {"id"}))
+        return tuple(record[n] for n in COMPANIES.names)
+
+    def _place_own_company(self) -> None:
+        """Add or remove company 0 to match the own_company switch (the row is kept aside
+        while it is off, so turning it back on restores it as it was)."""
+        table = self.table("companies")
+        row = table.get(OWN_COMPANY_ID)
+        if self.switches.own_company and row is None:
+            table.insert(self._own_company_row)
+        elif not self.switches.own_company and row is not None:
+            self._own_company_row = row
+            table.delete([OWN_COMPANY_ID])
+
+    def currencies(self) -> list[dict]:
+        table = self.table("currencies")
+        return [table.as_dict(r) for r in table.snapshot()[1]]
+
+    def currency_id(self, code: str, *, create: bool = False) -> int:
+        """The Currencies id of an ISO code; ``create`` adds the currency when missing."""
+        code = str(code).upper()
+        for currency in self.currencies():
+            if currency["name"] == code:
+                return currency["id"]
+        if not create:
+            raise ValueError(f"currency {code} is not in this database")
+        with self._write_lock:
+            table = self.table("currencies")
+            internal = next(c["name"] for c in self.currencies() if c["isInternalCurrency"])
+            row = currency_row(self._new_id(table), code, internal, wire.now_wire())
+            table.insert(row)
+            return row[0]
+
+    def company_currency(self, company_id: int) -> str | None:
+        """The ISO code of a company's currency (None if the company is unknown)."""
+        company = self.get_company(company_id)
+        if company is None:
+            return None
+        row = self.table("currencies").get(company["currencyID"] or 1)
+        return row[CURRENCIES.index["name"]] if row else None
+
+    def set_company_types(self, company_types: dict | list | tuple) -> dict:
+        """Replace the companyType picklist; existing companies keep their role by label."""
+        with self._write_lock:
+            picklist = _picklist(company_types)
+            mapping = _type_mapping(picklist, self.company_types)
+            self.company_types = picklist
+            entity = COMPANIES.with_picklist("companyType", picklist)
+            self.entities["companies"] = entity
+            table = self.table("companies")
+            table.entity = entity
+            column = COMPANIES.index["companyType"]
+            for row in table.snapshot()[1]:
+                if row[column] in mapping and mapping[row[column]] != row[column]:
+                    table.update(row[0], {"companyType": mapping[row[column]]})
+            own = list(self._own_company_row)
+            own[column] = mapping.get(own[column], own[column])
+            self._own_company_row = tuple(own)
+            return {str(value): label for value, label in picklist}
+
+    def _new_id(self, table: Table) -> int:
+        return table.next_id(reuse=self.switches.reuse_ids)
 
     # -- reading data ---------------------------------------------------------------------
 
@@ -325,24 +523,44 @@ class SandboxDatabase:
         table = self.table("companies")
         return [table.as_dict(r) for r in table.snapshot()[1]]
 
+    def customers(self) -> list[dict]:
+        """Companies of this tenant's Customer type, without company 0 (the tenant's own):
+        the ones a test can invoice."""
+        kind = self.customer_type
+        return [
+            c for c in self.companies() if c["companyType"] == kind and c["id"] != OWN_COMPANY_ID
+        ]
+
+    def pending_credits(self, company_id: int | None = None) -> list[dict]:
+        """Credits not yet on an invoice (billing items without invoiceID), oldest first."""
+        items = self.table("billingitems")
+        ids = (
+            self._pending_credits.get(int(company_id), [])
+            if company_id is not None
+            else sorted(i for group in self._pending_credits.values() for i in group)
+        )
+        return [items.as_dict(row) for row in map(items.get, ids) if row is not None]
+
     # -- changing data (what happens in the Autotask UI) ----------------------------------
 
-    def create_company(self, **fields_: Any) -> dict:
-        """A new company; unspecified fields get plausible defaults. Returns the record."""
+    def create_company(self, *, currency: str | None = None, **fields_: Any) -> dict:
+        """A new company; unspecified fields get plausible defaults (companyType = this
+        tenant's Customer value, the internal currency). ``currency`` is an ISO code (added to
+        the database's Currencies if missing): ``create_company(currency="EUR")``."""
         with self._write_lock:
             table = self.table("companies")
             now = wire.now_wire()
-            row_id = table.next_id()
+            row_id = self._new_id(table)
             record = dict.fromkeys(COMPANIES.names)
             record.update(
                 id=row_id,
                 companyName=f"New Company {row_id}",
                 companyNumber=str(100000 + row_id),
-                companyType=1,
+                companyType=self.customer_type,
                 isActive=True,
                 phone="555-555-0100",
                 countryID=237,
-                currencyID=1,
+                currencyID=1 if currency is None else self.currency_id(currency, create=True),
                 ownerResourceID=RESOURCES[0],
                 createdByResourceID=RESOURCES[0],
                 createDate=now,
@@ -354,13 +572,22 @@ class SandboxDatabase:
             table.insert(tuple(record[n] for n in COMPANIES.names))
             return record
 
-    def update_company(self, company_id: int, **changes: Any) -> dict:
+    def update_company(
+        self, company_id: int, *, currency: str | None = None, **changes: Any
+    ) -> dict:
+        """Change company fields by wire name; ``currency`` (ISO code) sets currencyID."""
         values = _normalise(COMPANIES, changes, allow=set(COMPANIES.names) - {"id"})
+        if currency is not None:
+            values["currencyID"] = self.currency_id(currency, create=True)
+        check_own_company_change(int(company_id), values)
         values.setdefault("lastTrackedModifiedDateTime", wire.now_wire())
         return self._update("companies", company_id, values)
 
     def delete_company(self, company_id: int) -> None:
-        """Gone from Autotask (with its contacts). Its invoices stay, as orphans."""
+        """Gone from Autotask (with its contacts). Its invoices stay, as orphans. Company 0,
+        the tenant's own, cannot be deleted (turn the own_company switch off instead)."""
+        if int(company_id) == OWN_COMPANY_ID and self.get_company(OWN_COMPANY_ID) is not None:
+            raise ValueError("company 0 is the tenant's own company: Autotask cannot delete it")
         with self._write_lock:
             if not self.table("companies").delete([int(company_id)]):
                 raise KeyError(f"company {company_id} not found")
@@ -382,9 +609,14 @@ class SandboxDatabase:
     ) -> dict:
         """An invoice as an invoicing run would make it. ``lines`` are dicts with
         ``quantity``, ``rate`` and optionally ``itemName``/``description``; default is one
-        line of 100.00. ``invoice_number=""`` makes an invoice without a number yet."""
+        line of 100.00. ``invoice_number=""`` makes an invoice without a number yet. The
+        company's pending credits (add_company_credit) land on it as negative lines.
+        Amounts are in the company's currency."""
+        company_id = int(company_id)
         if self.get_company(company_id) is None:
             raise KeyError(f"company {company_id} not found")
+        if company_id == OWN_COMPANY_ID:
+            raise ValueError("company 0 is the tenant's own company: Autotask never invoices it")
         terms = {t[0]: t[2] for t in PAYMENT_TERMS}
         if payment_term not in terms:
             raise ValueError(f"unknown payment term {payment_term}")
@@ -392,13 +624,12 @@ class SandboxDatabase:
         lines = lines or [{"quantity": 1, "rate": 100.0, "itemName": "Services"}]
         with self._write_lock:
             invoices, items = self.table("invoices"), self.table("billingitems")
-            invoice_id = invoices.next_id()
+            invoice_id = self._new_id(invoices)
             if invoice_number is None:
-                invoice_number = str(self._next_number)
-                self._next_number += 1
+                invoice_number = self._take_number()
             created = create_date_time or wire.now_wire()
             net = tax_total = 0.0
-            item_id = items.next_id()
+            item_id = self._new_id(items)
             for n, line in enumerate(lines):
                 qty, rate = float(line.get("quantity", 1)), float(line["rate"])
                 extended = round(qty * rate, 2)
@@ -412,6 +643,7 @@ class SandboxDatabase:
                         wire.format_date(day), created,
                     )
                 )  # fmt: skip
+            net += self._apply_credits(company_id, invoice_id)
             record = dict.fromkeys(INVOICES.names)
             record.update(
                 id=invoice_id,
@@ -437,6 +669,24 @@ class SandboxDatabase:
             invoices.insert(tuple(record[n] for n in INVOICES.names))
             return record
 
+    def _take_number(self) -> str:
+        number = str(self._next_number)
+        self._next_number += 1
+        return number
+
+    def _apply_credits(self, company_id: int, invoice_id: int) -> float:
+        """Attach the company's pending credits to a new invoice; returns their (negative)
+        sum, which the caller adds to the invoice's net total. Credits carry no tax."""
+        items = self.table("billingitems")
+        total = 0.0
+        for item_id in self._pending_credits.pop(company_id, []):
+            row = items.get(item_id)
+            if row is None:
+                continue
+            items.update(item_id, {"invoiceID": invoice_id, "lineItemID": invoice_id * 10 + 1})
+            total += row[BILLING_ITEMS.index["totalAmount"]]
+        return round(total, 2)
+
     def _billing_row(
         self, item_id, invoice_id, company_id, name, description, item_type, qty, rate,
         extended, tax, item_date, posted,
@@ -457,7 +707,7 @@ class SandboxDatabase:
             ourCost=0.0,
             itemDate=item_date,
             postedDate=posted,
-            lineItemID=invoice_id * 10,
+            lineItemID=invoice_id * 10 if invoice_id is not None else None,
             lineItemFullDescription=description,
             nonBillable=0,
             userDefinedFields=(),
@@ -465,27 +715,107 @@ class SandboxDatabase:
         return tuple(record[n] for n in BILLING_ITEMS.names)
 
     def update_invoice(self, invoice_id: int, **changes: Any) -> dict:
-        """Change any invoice fields as the Autotask UI would (total, due date, paidDate,
-        number, voiding …). Values use wire names; dates accept ``date`` or ISO strings."""
+        """Change invoice fields as the Autotask UI would: paidDate, invoiceNumber,
+        webServiceDate, voiding, comments … Values use wire names; dates accept ``date`` or
+        ISO strings. A posted invoice's amounts and dates (POSTED_FIELDS) change only through
+        reissue_invoice, unless the invoice_edit_in_place switch is on."""
         values = _normalise(INVOICES, changes, allow=set(INVOICES.names) - {"id"})
+        posted = sorted(set(values) & POSTED_FIELDS)
+        if posted and not self.switches.invoice_edit_in_place:
+            raise ValueError(
+                f"Autotask does not edit a posted invoice's {', '.join(posted)}: void and "
+                f"re-issue it (POST …/invoices/{invoice_id}/reissue), or turn on the "
+                "invoice_edit_in_place switch"
+            )
         return self._update("invoices", invoice_id, values)
 
     def set_invoice_total(self, invoice_id: int, total: float) -> dict:
+        """Legacy (invoice_edit_in_place switch): the total changes in place."""
         return self.update_invoice(invoice_id, invoiceTotal=float(total))
 
     def set_invoice_due_date(self, invoice_id: int, due: date | str) -> dict:
+        """Legacy (invoice_edit_in_place switch): the due date changes in place."""
         return self.update_invoice(invoice_id, dueDate=due)
 
     def set_invoice_paid_date(self, invoice_id: int, paid: date | str | None) -> dict:
         return self.update_invoice(invoice_id, paidDate=paid)
 
     def void_invoice(self, invoice_id: int, *, voided_by: int = RESOURCES[0]) -> dict:
-        return self.update_invoice(
-            invoice_id, isVoided=True, voidedDate=wire.now_wire(), voidedByResourceID=voided_by
+        return self._update(
+            "invoices",
+            invoice_id,
+            {"isVoided": True, "voidedDate": wire.now_wire(), "voidedByResourceID": voided_by},
         )
 
+    def reissue_invoice(
+        self,
+        invoice_id: int,
+        *,
+        invoice_total: float | None = None,
+        due_date: date | str | None = None,
+    ) -> dict:
+        """What changing a posted invoice is in Autotask (API.md §10): void it and invoice its
+        items again. The replacement has a new id and number, the same company, invoice date,
+        payment term and lines (moved to it), createDateTime now, and is unpaid; its due date
+        is ``due_date`` or the old one. ``invoice_total`` adds an adjustment line (no tax) for
+        the difference. The company's pending credits land on the replacement.
+        Returns ``{"voided_id", "new_id"}``."""
+        invoice_id = int(invoice_id)
+        if invoice_total is not None and (
+            isinstance(invoice_total, bool) or not isinstance(invoice_total, (int, float))
+        ):
+            raise ValueError("invoiceTotal must be a number")
+        with self._write_lock:
+            old = self.get_invoice(invoice_id)
+            if old is None:
+                raise KeyError(f"invoice {invoice_id} not found")
+            if old["isVoided"]:
+                raise ValueError(f"invoice {invoice_id} is already voided")
+            due = old["dueDate"]
+            if due_date is not None:
+                due = _normalise(INVOICES, {"dueDate": due_date}, allow={"dueDate"})["dueDate"]
+            invoices, items = self.table("invoices"), self.table("billingitems")
+            self.void_invoice(invoice_id)
+            new_id = self._new_id(invoices)
+            for line in self.invoice_lines(invoice_id):
+                items.update(line["id"], {"invoiceID": new_id, "lineItemID": new_id * 10})
+            total = float(old["invoiceTotal"])
+            if invoice_total is not None:
+                difference = round(float(invoice_total) - total, 4)
+                if difference:
+                    items.insert(
+                        self._billing_row(
+                            self._new_id(items), new_id, old["companyID"], "Adjustment",
+                            "Re-invoiced adjustment", 2, 1.0, difference, difference, 0.0,
+                            old["invoiceDateTime"], wire.now_wire(),
+                        )
+                    )  # fmt: skip
+                total = float(invoice_total)
+            total += self._apply_credits(old["companyID"], new_id)
+            record = dict(
+                old,
+                id=new_id,
+                invoiceNumber=self._take_number(),
+                createDateTime=wire.now_wire(),
+                dueDate=due,
+                invoiceTotal=round(total, 4),
+                isVoided=False,
+                voidedDate=None,
+                voidedByResourceID=None,
+                paidDate=None,
+                webServiceDate=None,
+            )
+            invoices.insert(tuple(record[n] for n in INVOICES.names))
+            return {"voided_id": invoice_id, "new_id": new_id}
+
     def delete_invoice(self, invoice_id: int) -> None:
-        """Gone from Autotask, with its billing items."""
+        """Legacy (invoice_delete switch): gone from Autotask, with its billing items.
+        Autotask cannot delete invoices, only void them."""
+        if not self.switches.invoice_delete:
+            raise ValueError(
+                "Autotask cannot delete invoices, only void them (POST …/void or …/reissue); "
+                "turn on the invoice_delete switch for the old behaviour"
+            )
         with self._write_lock:
             if not self.table("invoices").delete([int(invoice_id)]):
                 raise KeyError(f"invoice {invoice_id} not found")
@@ -494,18 +824,24 @@ class SandboxDatabase:
             items.delete(r[0] for r in items.snapshot()[1] if r[column] == invoice_id)
 
     def add_credit(self, invoice_id: int, amount: float, description: str = "Credit") -> dict:
-        """A negative billing item of ``amount`` (positive number, no tax) on the invoice;
-        invoiceTotal drops by the same amount. Returns the new billing item."""
-        amount = round(float(amount), 2)
-        if amount <= 0:
-            raise ValueError("amount must be positive")
+        """Legacy (credit_in_place switch): a negative billing item of ``amount`` (positive
+        number, no tax) on the invoice; invoiceTotal drops by the same amount. Returns the new
+        billing item. In Autotask a credit lands on the company's next invoice:
+        add_company_credit."""
+        if not self.switches.credit_in_place:
+            raise ValueError(
+                "Autotask does not lower a posted invoice: a credit lands on the company's "
+                "next invoice (POST …/companies/{id}/credits); turn on the credit_in_place "
+                "switch for the old behaviour"
+            )
+        amount = _positive_amount(amount)
         with self._write_lock:
             invoice = self.get_invoice(invoice_id)
             if invoice is None:
                 raise KeyError(f"invoice {invoice_id} not found")
             items = self.table("billingitems")
             row = self._billing_row(
-                items.next_id(), invoice_id, invoice["companyID"], description, description,
+                self._new_id(items), invoice_id, invoice["companyID"], description, description,
                 2, 1.0, -amount, -amount, 0.0, invoice["invoiceDateTime"], wire.now_wire(),
             )  # fmt: skip
             items.insert(row)
@@ -516,6 +852,50 @@ class SandboxDatabase:
             )
             return items.as_dict(row)
 
+    def add_company_credit(
+        self, company_id: int, amount: float, description: str = "Credit"
+    ) -> dict:
+        """A credit for a company (API.md §10: "adjustments … show up on the next invoice as
+        separate line items"): a negative billing item of ``amount`` (positive number, no tax,
+        the company's currency) without an invoice until the company's next invoice
+        (create_invoice or reissue_invoice) takes it and its total drops by it. Returns the
+        billing item."""
+        amount = _positive_amount(amount)
+        company_id = int(company_id)
+        with self._write_lock:
+            if self.get_company(company_id) is None:
+                raise KeyError(f"company {company_id} not found")
+            if company_id == OWN_COMPANY_ID:
+                raise ValueError("company 0 is the tenant's own company: it is never invoiced")
+            items = self.table("billingitems")
+            row = self._billing_row(
+                self._new_id(items), None, company_id, description, description, 2, 1.0,
+                -amount, -amount, 0.0, wire.format_date(datetime.now(UTC).date()),
+                wire.now_wire(),
+            )  # fmt: skip
+            items.insert(row)
+            self._pending_credits.setdefault(company_id, []).append(row[0])
+            return items.as_dict(row)
+
+    def fail_invoice_pdf(self, invoice_id: int, kind: str = "500") -> dict:
+        """Make one invoice's InvoicePDF fail until cleared: ``"500"`` (500 with errors),
+        ``"error_body"`` (200 whose body is ``{"errors": […]}``), ``"empty"`` (the envelope with
+        no data) or ``"not_pdf"`` (data that is not a PDF)."""
+        if kind not in PDF_FAILURES:
+            raise ValueError(f"PDF failure kind must be one of {PDF_FAILURES}")
+        if self.get_invoice(invoice_id) is None:
+            raise KeyError(f"invoice {invoice_id} not found")
+        self.pdf_failures[int(invoice_id)] = kind
+        return {"invoice": int(invoice_id), "kind": kind}
+
+    def clear_invoice_pdf_failure(self, invoice_id: int | None = None) -> dict:
+        """The invoice's PDF works again (every invoice's, without an id)."""
+        if invoice_id is None:
+            self.pdf_failures.clear()
+        else:
+            self.pdf_failures.pop(int(invoice_id), None)
+        return {str(k): v for k, v in sorted(self.pdf_failures.items())}
+
     def _update(self, entity: str, row_id: int, values: dict) -> dict:
         table = self.table(entity)
         with self._write_lock:
@@ -524,6 +904,50 @@ class SandboxDatabase:
             except KeyError:
                 raise KeyError(f"{table.entity.name} {row_id} not found") from None
             return table.as_dict(row)
+
+
+def check_own_company_change(company_id: int, values: dict[str, Any]) -> None:
+    """Company 0 cannot be made inactive (Autotask help: your local organization cannot be
+    inactivated)."""
+    if company_id == OWN_COMPANY_ID and values.get("isActive") is False:
+        raise ValueError("company 0 is the tenant's own company: it cannot be inactivated")
+
+
+def _positive_amount(amount: Any) -> float:
+    if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
+        raise ValueError("amount must be a positive number")
+    amount = round(float(amount), 2)
+    if not amount > 0:
+        raise ValueError("amount must be positive")
+    return amount
+
+
+def _picklist(values: dict | list | tuple | None) -> tuple[tuple[int, str], ...]:
+    """A picklist from ``{value: label}`` (keys may be strings, as in JSON) or
+    ``[(value, label), …]``; None → the standard company types."""
+    if values is None:
+        return COMPANY_TYPES
+    pairs = values.items() if isinstance(values, dict) else values
+    out = []
+    for pair in pairs:
+        try:
+            value, label = pair
+            out.append((int(value), str(label)))
+        except (TypeError, ValueError):
+            raise ValueError(f"a picklist entry is value → label, not {pair!r}") from None
+    if not out or len({v for v, _ in out}) != len(out):
+        raise ValueError("a picklist needs distinct values")
+    return tuple(sorted(out))
+
+
+def _type_mapping(
+    picklist: tuple[tuple[int, str], ...], old: tuple[tuple[int, str], ...] = COMPANY_TYPES
+) -> dict[int, int]:
+    """Old companyType value → new one with the same label. A label the new picklist lacks
+    goes to its first value that is not Customer (or to Customer if that is all there is)."""
+    by_label = {label.lower(): value for value, label in picklist}
+    fallback = next((v for v, label in picklist if label.lower() != "customer"), picklist[0][0])
+    return {value: by_label.get(label.lower(), fallback) for value, label in old}
 
 
 def _default_integration_code() -> str:

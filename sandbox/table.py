@@ -4,6 +4,10 @@ Rows are tuples in the entity's column order (a dict per row would triple the me
 100,000-invoice database). Writes are copy-on-write: they build new lists under a lock and
 swap one reference, so a query thread that took a snapshot keeps a consistent view without
 taking any lock — the HTTP layer stays concurrent while control calls mutate data.
+
+Ids are never reused (Autotask's are identity columns): ``next_id`` is one past the highest id
+the table has ever held, deleted rows included. ``next_id(reuse=True)`` is the old behaviour
+(one past the highest id present), for the ``reuse_ids`` switch.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class Table:
         rows = sorted(rows, key=lambda row: row[0])
         self._snapshot: tuple[list[int], list[Row]] = ([row[0] for row in rows], rows)
         self._lock = threading.Lock()
+        self._high_id = rows[-1][0] if rows else 0  # the highest id ever held
         # Each row's JSON, by the row object (rows are immutable: an update is a new tuple).
         # The entry keeps its row alive, so an id() is never reused while cached.
         self._json: dict[int, tuple[Row, bytes]] = {}
@@ -58,9 +63,12 @@ class Table:
             return rows[pos]
         return None
 
-    def next_id(self) -> int:
+    def next_id(self, *, reuse: bool = False) -> int:
+        """The id for a new row: never one a deleted row had, unless ``reuse``."""
         ids = self._snapshot[0]
-        return (ids[-1] + 1) if ids else 1
+        if reuse:
+            return (ids[-1] + 1) if ids else 1
+        return max(self._high_id, ids[-1] if ids else 0) + 1
 
     def insert(self, row: Row) -> None:
         with self._lock:
@@ -69,6 +77,7 @@ class Table:
             if pos < len(ids) and ids[pos] == row[0]:
                 raise KeyError(f"{self.entity.name} id {row[0]} already exists")
             self._snapshot = ([*ids[:pos], row[0], *ids[pos:]], [*rows[:pos], row, *rows[pos:]])
+            self._high_id = max(self._high_id, row[0])
 
     def replace(self, row: Row) -> None:
         with self._lock:

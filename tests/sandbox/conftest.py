@@ -45,6 +45,12 @@ class AutotaskHttp:
         return [item["id"] for item in response.json()["items"]]
 
 
+def control(server, method: str, path: str, body=None) -> tuple[int, dict]:
+    """A /_sandbox/ control call over HTTP: (status, JSON body)."""
+    response = requests.request(method, f"{server.control_url}{path}", json=body, timeout=10)
+    return response.status_code, response.json()
+
+
 @pytest.fixture
 def at(autotask_sandbox) -> AutotaskHttp:
     return AutotaskHttp(autotask_sandbox, autotask_sandbox.db)

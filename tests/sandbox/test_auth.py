@@ -72,6 +72,7 @@ def test_each_database_has_its_own_data(make_sandbox):
     one = SandboxDatabase(username="one@x.test", secret="s1", integration_code="C", seed=1)
     two = SandboxDatabase(username="two@x.test", secret="s2", integration_code="C", seed=2)
     server = make_sandbox(databases=[one, two])
+    two.set_switches(invoice_delete=True)  # legacy: deleting is the simplest visible change
     two.delete_invoice(two.invoices()[0]["id"])
     count_one = AutotaskHttp(server, one).post("Invoices/query/count", {"filter": []}).json()
     count_two = AutotaskHttp(server, two).post("Invoices/query/count", {"filter": []}).json()

@@ -19,10 +19,14 @@ def test_list_databases(autotask_sandbox):
     assert "secret" not in str(summary).lower().replace("sandbox-secret", "")
 
 
-def test_invoice_lifecycle(autotask_sandbox):
+def test_invoice_lifecycle_with_the_legacy_switches(autotask_sandbox):
+    """Edit in place, credit in place and delete: the sandbox's earlier behaviours, still there
+    behind switches (tests/sandbox/test_lifecycle.py has the defaults)."""
     server, db = autotask_sandbox, autotask_sandbox.db
     base = f"databases/{db.ci}/invoices"
-    company_id = db.companies()[0]["id"]
+    legacy = {"invoice_edit_in_place": True, "credit_in_place": True, "invoice_delete": True}
+    assert control(server, "PATCH", f"databases/{db.ci}/switches", legacy)[0] == 200
+    company_id = db.customers()[0]["id"]
     lines = [{"quantity": 2, "rate": 50}, {"quantity": 1, "rate": 10.5, "itemName": "Cable"}]
     status, data = control(
         server, "POST", base, {"companyID": company_id, "lines": lines, "taxRate": 0.1}
@@ -60,7 +64,7 @@ def test_invoice_lifecycle(autotask_sandbox):
 
 def test_invoice_without_number(autotask_sandbox):
     db = autotask_sandbox.db
-    record = db.create_invoice(db.companies()[0]["id"], invoice_number="")
+    record = db.create_invoice(db.customers()[0]["id"], invoice_number="")
     assert record["invoiceNumber"] == ""
 
 
