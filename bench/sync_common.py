@@ -197,11 +197,20 @@ class Sandbox:
         self.zone_lookup_url = f"{self.base}/atservicesrest/v1.0/zoneInformation"
         os.environ["AUTOTASK_ZONE_LOOKUP_URL"] = self.zone_lookup_url
 
-    def _control(self, method: str, path: str):
-        req = urllib.request.Request(f"{self.base}/_sandbox/databases/{SANDBOX_USER}{path}")
+    def _control(self, method: str, path: str, body: dict | None = None):
+        req = urllib.request.Request(
+            f"{self.base}/_sandbox/databases/{SANDBOX_USER}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         req.method = method
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read() or b"null")
+
+    def control(self, method: str, path: str, body: dict | None = None):
+        """A control route of the bench's database (sandbox/control.py), e.g. PATCH
+        `/invoices/{id}` with `{"paidDate": …}`."""
+        return self._control(method, path, body)
 
     def requests(self) -> list[dict]:
         return self._control("GET", "/requests")["requests"]

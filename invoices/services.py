@@ -34,6 +34,11 @@ SYNCED_FIELDS = [
 ]
 
 
+# The lifecycle an invoice keeps following when it is otherwise held (archived here, its
+# customer archived here, paid): applied as reconciled (payments/services/reconcile.py).
+LIFECYCLE_FIELDS = ("paid_in_autotask_on", "voided")
+
+
 def money(value: Decimal | None) -> Decimal:
     """Autotask sends doubles with up to 4 decimals (e.g. 52.7775); we keep cents, half up."""
     return (value or Decimal(0)).quantize(CENT, rounding=ROUND_HALF_UP)

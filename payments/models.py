@@ -15,7 +15,7 @@ from django.db.models import Q
 
 from config.encryption import EncryptedTextField
 from invoices.models import MONEY, Invoice
-from partners.models import Partner, PartnerOwnedModel
+from partners.models import Partner, PartnerOwnedModel, PartnerOwnedQuerySet
 
 
 def new_endpoint_id() -> str:
@@ -158,6 +158,7 @@ class WebhookEvent(PartnerOwnedModel):
         VOID_INVOICE = "void_invoice", "Voided invoice"
         AMOUNT = "amount_exceeds_outstanding", "Amount exceeds the outstanding balance"
         CURRENCY = "currency_mismatch", "Currency differs from the invoice"
+        PAID_IN_AUTOTASK = "paid_in_autotask", "Invoice already paid in Autotask"
 
     settings = models.ForeignKey(PaymentSettings, on_delete=models.CASCADE, related_name="events")
     event_id = models.CharField(max_length=255)
@@ -258,3 +259,54 @@ class WritebackAttempt(PartnerOwnedModel):
 
     def __str__(self):
         return f"Attempt {self.pk} of outbox {self.outbox_id}: {self.outcome}"
+
+
+class ReconciliationDrift(PartnerOwnedModel):
+    """An Autotask read that contradicts our ledger after our write-back settled: recorded
+    here with its reason, never adopted (payments/services/reconcile.py). One open row per
+    invoice and reason (a daily run seeing it again only moves `last_seen_at`); a later read
+    that agrees with the ledger again resolves it."""
+
+    class Reason(models.TextChoices):
+        PAID_DATE_CLEARED = (
+            "paid_date_cleared_in_autotask",
+            "paidDate cleared in Autotask while payments here cover the invoice",
+        )
+        PAID_DATE_CHANGED = (
+            "paid_date_changed_in_autotask",
+            "paidDate in Autotask differs from the one we wrote",
+        )
+        PAID_DATE_NOT_CLEARED = (
+            "paid_date_not_cleared",
+            "paidDate we cleared is still (or again) set in Autotask",
+        )
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="drifts")
+    reason = models.CharField(max_length=40, choices=Reason.choices)
+    detail = models.CharField(max_length=500, blank=True)
+    autotask_value = models.CharField(
+        max_length=40, blank=True, help_text="paidDate as Autotask showed it (empty: none)."
+    )
+    ledger_value = models.CharField(
+        max_length=40, blank=True, help_text="paidDate our ledger says Autotask has (empty: none)."
+    )
+    run_id = models.BigIntegerField(null=True, blank=True, help_text="The sync run that read it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PartnerOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["invoice", "reason"],
+                condition=Q(resolved_at__isnull=True),
+                name="drift_one_open_per_invoice_reason",
+            )
+        ]
+        indexes = [models.Index(fields=["partner", "resolved_at"])]
+
+    def __str__(self):
+        return f"Drift of invoice {self.invoice_id}: {self.reason}"

@@ -102,10 +102,11 @@ _START_RESPONSES = {
     request=None,
     responses=_START_RESPONSES,
     summary="Fetch New Data (at most once an hour)",
-    description="Starts a sync of invoices and customers created or updated in Autotask within "
-    "the last hour. Allowed once an hour per partner, counted from the start of the last "
-    "accepted manual run; a run that failed on our side does not count. The run waits for any "
-    "other sync of the partner in progress.",
+    description="Starts a sync of invoices created, and customers created or changed, in "
+    "Autotask within the last hour, plus a re-read of the unpaid invoices created in the last "
+    "30 days (the 800 newest: paid or voided in Autotask since). Allowed once an hour per "
+    "partner, counted from the start of the last accepted manual run; a run that failed on "
+    "our side does not count. The run waits for any other sync of the partner in progress.",
 )
 class FetchNewDataView(_ManualSyncStartView):
     kind = SyncRun.Kind.NEW_DATA

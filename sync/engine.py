@@ -10,8 +10,10 @@ Kinds (R3, R10):
 - initial: payment terms, every company, every invoice that passes the filters.
 - new_data: invoices created since the cursor (minus an overlap), the companies they need
   (fetched by id, batched), and companies created or changed since the cursor. Idle: 3 requests.
-- unpaid: every unpaid, non-archived Autotask invoice here re-read by id (≤ 400 per request);
-  those Autotask no longer returns are flagged missing (R8), never archived. Then the id
+- unpaid: every unpaid Autotask invoice here, and those paid in the last 60 days, archived
+  ones included, re-read by id (≤ 400 per request); those Autotask no longer returns are
+  flagged missing (R8), never archived. What of a read is adopted is the reconciliation rule
+  (registered by payments through sync/hooks.py). Then the id
   reconcile: invoices created in the days before the cursor that are not here (visible in
   Autotask later than the overlap reaches back) are fetched by id (SY-2).
 
@@ -28,6 +30,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F
+from django.db.models import Q as Where
 from django.utils import timezone
 
 from customers.models import Customer
@@ -35,19 +38,24 @@ from customers.services import SYNCED_FIELDS as CUSTOMER_FIELDS
 from customers.services import customer_values_from_company
 from integrations import filters as sync_filters
 from integrations.autotask.client import AutotaskClient
-from integrations.autotask.errors import AutotaskResponseError
+from integrations.autotask.errors import (
+    AutotaskRequestError,
+    AutotaskResponseError,
+    AutotaskTransientError,
+)
 from integrations.autotask.query import Q, Query
 from integrations.autotask.records import Company
 from integrations.autotask.records import Invoice as AutotaskInvoice
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice, InvoiceStatus
 from invoices.pdf import fetch_and_store
+from invoices.services import LIFECYCLE_FIELDS, invoice_values_from_autotask, protect_invoice
 from invoices.services import SYNCED_FIELDS as INVOICE_FIELDS
-from invoices.services import invoice_values_from_autotask, protect_invoice
 
+from . import hooks
 from .models import SyncRun, SyncState
 from .prefetch import Prefetched
-from .upsert import UpsertResult, flag_missing, upsert_page
+from .upsert import HOLD, UpsertResult, flag_missing, upsert_page
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +63,13 @@ SETTLE_TIME = timedelta(minutes=10)
 OVERLAP = timedelta(hours=2)
 IN_BATCH = 400
 RECONCILE_WINDOW = timedelta(days=3)  # the daily id reconcile's reach before the cursor
+RECENTLY_PAID = timedelta(days=60)  # paid invoices the daily run still re-reads
+RECENT_OPEN_WINDOW = timedelta(days=30)  # Fetch New Data also re-reads unpaid invoices this young
+RECENT_OPEN_MAX = 2 * IN_BATCH  # … the newest this many: ≤ 2 extra requests
 PAGE_SIZE = 500
 READ_AHEAD = 2  # pages read beyond the one being written (Prefetched)
 PDF_BATCH = 200
+PDF_OUTAGE_STREAK = 3  # PDFs in a row failing with 5xx: Autotask is down, not those PDFs
 
 
 class LeaseLost(Exception):
@@ -132,14 +144,23 @@ class SyncEngine:
             co_conds = sync_filters.company_conditions(self.filters)
             if co_since:
                 since = co_since - OVERLAP
+                # Whichever change date Autotask honours (issue 16): lastActivityDate is the
+                # one its change-tracking guidance names; the daily run re-reads every company.
                 co_conds.append(
-                    Q.or_(Q.gte("createDate", since), Q.gte("lastTrackedModifiedDateTime", since))
+                    Q.or_(
+                        Q.gte("createDate", since),
+                        Q.gte("lastTrackedModifiedDateTime", since),
+                        Q.gte("lastActivityDate", since),
+                    )
                 )
             self._companies_phase(co_conds, phase="companies_changed")
+            if self.run.trigger != SyncRun.Trigger.SCHEDULE:
+                self._recent_open_phase()
         elif kind == SyncRun.Kind.UNPAID:
             self._payment_terms()
             self._unpaid_phase()
             self._reconcile_phase()
+            self._companies_reread_phase()
         elif kind == SyncRun.Kind.PDF:
             self._pdf_phase()
         else:
@@ -225,14 +246,21 @@ class SyncEngine:
         return handle
 
     def _unpaid_phase(self) -> None:
+        """Unpaid and recently paid (RECENTLY_PAID: in Autotask by paidDate, here by the last
+        change of the invoice) Autotask invoices, archived ones included (hidden, but their
+        paid/voided state keeps following), re-read by id in the same batches: an invoice
+        un-paid in Autotask re-opens here unless payments here cover it."""
         after = self.cursor.get("unpaid_after_id", 0)
+        since = _parse(self.cursor["started"]) - RECENTLY_PAID
+        recently_paid = Where(paid_in_autotask_on__gte=since.date()) | Where(
+            paid_in_autotask_on__isnull=True, updated_at__gte=since
+        )
         ids = list(
             Invoice.objects.for_partner(self.partner)
+            .filter(source="autotask", autotask_id__gt=after)
             .filter(
-                source="autotask",
-                archived_at__isnull=True,
-                status__in=[InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID],
-                autotask_id__gt=after,
+                Where(status__in=[InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID])
+                | (Where(status=InvoiceStatus.PAID) & recently_paid)
             )
             .order_by("autotask_id")
             .values_list("autotask_id", flat=True)
@@ -300,10 +328,127 @@ class SyncEngine:
                 self._commit_page("reconcile")
         self.cursor["reconcile_done"] = True
 
+    def _recent_open_phase(self) -> None:
+        """Fetch New Data started by a person (not the hourly schedule, which stays at 3
+        requests): the unpaid invoices here created in Autotask in the last RECENT_OPEN_WINDOW,
+        the RECENT_OPEN_MAX newest, re-read by id like the daily run (≤ 2 requests), so one
+        paid, voided or changed in Autotask since is updated now (issue 16: Autotask does not
+        edit posted invoices; "updated" is mostly paidDate and voids)."""
+        if self.cursor.get("recent_open_done"):
+            return
+        since = _parse(self.cursor["started"]) - RECENT_OPEN_WINDOW
+        after = self.cursor.get("recent_open_after_id", 0)
+        newest = (
+            Invoice.objects.for_partner(self.partner)
+            .filter(
+                source="autotask",
+                archived_at__isnull=True,
+                status__in=[InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID],
+                autotask_created_at__gte=since,
+            )
+            .order_by("-autotask_created_at", "-autotask_id")
+            .values_list("autotask_id", flat=True)[:RECENT_OPEN_MAX]
+        )
+        ids = sorted(i for i in newest if i > after)
+        for start in range(0, len(ids), IN_BATCH):
+            chunk = ids[start : start + IN_BATCH]
+            items: list[dict] = []
+            query = Query(filters=[Q.in_("id", chunk)], max_records=PAGE_SIZE)
+            for page in self.client.iter_pages("Invoices", query, parse=False):
+                items.extend(page.items)
+            records = self._parse_records(AutotaskInvoice, items)
+            returned = {item.get("id") for item in items}
+            with transaction.atomic():
+                self._apply_invoices(records)
+                missing = [i for i in chunk if i not in returned]
+                if missing:
+                    self.counts["updated"] += flag_missing(
+                        model=Invoice,
+                        partner=self.partner,
+                        autotask_ids=missing,
+                        record_type="invoice",
+                        run=self.run,
+                        now=self.clock(),
+                    )
+                self.cursor["recent_open_after_id"] = chunk[-1]
+                self._commit_page("recent_open")
+        self.cursor["recent_open_done"] = True
+
+    def _companies_reread_phase(self) -> None:
+        """The daily run re-reads every company (companies are few: 500 a request), unfiltered:
+        changes are caught whichever date field Autotask honours, and a customer here whose
+        company Autotask no longer returns (deleted, or no longer visible to the API user) is
+        flagged "no longer in Autotask" (R8, like invoices; never archived; it clears when the
+        company comes back). Companies the filters keep are upserted, as are customers already
+        here; unfiltered so a company a filter leaves out is not taken for deleted. Ids come in
+        ascending order: each page flags the customers between the previous page's last id and
+        its own, the end of the phase those after the last one, so a resumed run flags the
+        same."""
+        phase = "companies_all"
+        if self.cursor.get(f"{phase}_done"):
+            return
+        after = self.cursor.get(f"{phase}_after_id", 0)
+        query = Query(filters=[Q.gt("id", after)], max_records=PAGE_SIZE)
+        for page in self.client.iter_pages("Companies", query, parse=False):
+            returned = {item.get("id") for item in page.items}
+            last_id = self._last_id(phase, page)
+            companies = self._parse_records(Company, page.items)
+            with transaction.atomic():
+                here = set(
+                    Customer.objects.for_partner(self.partner)
+                    .filter(autotask_id__in=[c.id for c in companies])
+                    .values_list("autotask_id", flat=True)
+                )
+                self._apply_customers(
+                    [
+                        customer_values_from_company(c)
+                        for c in companies
+                        if c.id in here or sync_filters.company_passes(self.filters, c)
+                    ]
+                )
+                self._flag_missing_customers(after, last_id, returned)
+                self.cursor[f"{phase}_after_id"] = after = last_id
+                self._commit_page(phase)
+        with transaction.atomic():
+            self._flag_missing_customers(after, None, set())
+            self.cursor[f"{phase}_done"] = True
+            self._commit_page(phase)
+
+    def _flag_missing_customers(self, after: int, until: int | None, returned: set) -> None:
+        """Flag the customers here with an Autotask id in (after, until] (until None: no upper
+        bound) that are not in `returned`."""
+        known = Customer.objects.for_partner(self.partner).filter(
+            source="autotask",
+            archived_at__isnull=True,
+            missing_in_autotask_since__isnull=True,
+            autotask_id__gt=after,
+        )
+        if until is not None:
+            known = known.filter(autotask_id__lte=until)
+        missing = [i for i in known.values_list("autotask_id", flat=True) if i not in returned]
+        if missing:
+            self.counts["updated"] += flag_missing(
+                model=Customer,
+                partner=self.partner,
+                autotask_ids=missing,
+                record_type="customer",
+                run=self.run,
+                now=self.clock(),
+            )
+
     def _pdf_phase(self) -> None:
         """Prefetch PDFs of open invoices whose stored PDF is missing or outdated, newest first,
-        at most PDF_BATCH per run, so a customer's first download is instant. Stops politely
-        when the request budget is spent (the client raises AutotaskBudgetExhausted)."""
+        at most PDF_BATCH per run, so a customer's first download is instant.
+
+        One bad PDF skips that invoice only: an error answer (a 500 with errors, errors in a
+        200, not found), a body that is not a PDF (empty, an HTML page, bad base64) or a 5xx
+        left after the client's retries is recorded as a skip naming the invoice (and counted
+        failed: the run ends partial), and the run goes on; a resumed run does not ask for it
+        again (`pdf_skipped` in the cursor). Throttling and a spent request budget still stop
+        the run politely (it is requeued, the client raises them), as do auth errors (the run
+        fails), timeouts and connection errors, and PDF_OUTAGE_STREAK PDFs in a row failing
+        with 5xx: Autotask is down then, not those PDFs."""
+        skipped_ids = list(self.cursor.get("pdf_skipped", []))
         todo = (
             Invoice.objects.for_partner(self.partner)
             .filter(
@@ -312,16 +457,31 @@ class SyncEngine:
                 status__in=[InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID],
             )
             .exclude(pdf_fingerprint=F("autotask_fingerprint"))
+            .exclude(autotask_id__in=skipped_ids)
             .order_by("-invoice_date", "-id")[:PDF_BATCH]
         )
+        outage_streak = 0
         for invoice in todo:
             self.counts["fetched"] += 1
             try:
                 fetch_and_store(invoice, self.client)
-            except AutotaskResponseError as exc:
-                self._skip(f"PDF not usable: {exc.message}"[:200])
-                continue
-            self.counts["updated"] += 1
+            except (AutotaskRequestError, AutotaskResponseError, AutotaskTransientError) as exc:
+                if isinstance(exc, AutotaskTransientError):
+                    outage_streak += 1
+                    if exc.kind != "server_error" or outage_streak >= PDF_OUTAGE_STREAK:
+                        raise  # unreachable or down: requeued, resumes where it stopped
+                else:
+                    outage_streak = 0
+                self._skip(
+                    f"PDF of invoice {invoice.number} (Autotask id {invoice.autotask_id}) "
+                    f"not stored: {exc.message}"[:200]
+                )
+                self.counts["failed"] += 1
+                skipped_ids.append(invoice.autotask_id)
+                self.cursor["pdf_skipped"] = skipped_ids
+            else:
+                outage_streak = 0
+                self.counts["updated"] += 1
             with transaction.atomic():
                 self._commit_page("pdf")
 
@@ -378,9 +538,6 @@ class SyncEngine:
             if customer is None:
                 self._skip("customer not synced (filtered out or unknown)")
                 continue
-            if customer[1] is not None:
-                self._skip("customer archived here")
-                continue
             try:
                 values = invoice_values_from_autotask(
                     record,
@@ -393,7 +550,14 @@ class SyncEngine:
                 continue
             values.pop("company_id")
             values["customer_id"] = customer[0]
+            if customer[1] is not None:
+                # Hidden, never created or rewritten; its paid/voided state still follows.
+                values[HOLD] = "customer archived here"
             rows.append(values)
+        # The reconciliation rule (payments registers it): what of each read may be adopted.
+        rows = hooks.reconcile_invoice_rows(
+            partner=self.partner, rows=rows, run=self.run, now=self.clock()
+        )
         result = upsert_page(
             model=Invoice,
             partner=self.partner,
@@ -404,6 +568,7 @@ class SyncEngine:
             now=self.clock(),
             protect=protect_invoice,
             extra_on_create=lambda row: {"source": "autotask", "customer_id": row["customer_id"]},
+            lifecycle_fields=LIFECYCLE_FIELDS,
         )
         self._count(result)
 

@@ -38,3 +38,30 @@ def run_after_successful_sync(partner) -> None:
                 hook(partner=partner)
         except Exception:
             log.exception("after-sync hook %s failed for partner %s", name, partner.id)
+
+
+# --- the invoice reconciler -------------------------------------------------------------------
+#
+# The sync reads Autotask; whether a read may be adopted depends on our own ledger (payments
+# and pending write-backs), which lives in payments, above the sync. Payments registers the
+# one reconciler (payments/services/reconcile.py) from PaymentsConfig.ready(); the engine calls
+# it on every page of invoices, inside the page's transaction, before the upsert. Unlike the
+# after-sync hooks a failing reconciler fails the page: a read must never be adopted unchecked.
+
+InvoiceReconciler = Callable[..., list[dict]]  # called as fn(partner=, rows=, run=, now=)
+
+_invoice_reconciler: list[InvoiceReconciler] = []
+
+
+def register_invoice_reconciler(reconciler: InvoiceReconciler) -> InvoiceReconciler:
+    """Register the reconciler (one only: a second registration replaces the first)."""
+    _invoice_reconciler[:] = [reconciler]
+    return reconciler
+
+
+def reconcile_invoice_rows(*, partner, rows: list[dict], run=None, now=None) -> list[dict]:
+    """The rows an invoice page may upsert, as decided by the registered reconciler (rows
+    unchanged when none is registered)."""
+    if not _invoice_reconciler or not rows:
+        return rows
+    return _invoice_reconciler[0](partner=partner, rows=rows, run=run, now=now)

@@ -55,8 +55,10 @@ ACTIONS: dict[str, ManualAction] = {
         kind=SyncRun.Kind.NEW_DATA,
         title="Fetch New Data",
         description=(
-            "Brings in invoices and customers created or updated in Autotask within the last "
-            "hour, without waiting for the hourly sync."
+            "Brings in invoices created, and customers created or changed, in Autotask within "
+            "the last hour, and re-reads your unpaid invoices created in the last 30 days (the "
+            "800 newest), so one paid or voided in Autotask since is updated here too, without "
+            "waiting for the hourly sync. Older unpaid invoices: Fetch Unpaid Invoices."
         ),
         cooldown=timedelta(hours=1),
         state_field="next_fetch_new_data_at",

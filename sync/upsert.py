@@ -13,6 +13,13 @@ batch fails the whole statement, and it overwrites archived rows. Instead, per p
    concurrently if the one-sync-per-partner lease was bypassed, and then it is not duplicated).
 
 Running the same page twice writes nothing and logs nothing (SY-1).
+
+Held rows (archived here, kept by `protect()`, or marked by the caller with `row[HOLD] =
+reason`, e.g. the invoice of a customer archived here) still take their `lifecycle_fields`
+(an invoice's paid and voided state, already reconciled by the caller): only those, each with
+its change-log entry; the fingerprint is emptied, so the rest of the read is applied once the
+row is no longer held (and an unchanged-looking later read is still compared). A held row
+that does not exist here is never created.
 """
 
 from __future__ import annotations
@@ -65,6 +72,9 @@ class UpsertResult:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
 
 
+HOLD = "_hold"  # a row key: the reason to apply only the lifecycle fields (never create)
+
+
 def _as_text(value) -> str | None:
     return None if value is None else str(value)
 
@@ -80,6 +90,7 @@ def upsert_page(
     protect: Callable[[models.Model], str | None] | None = None,
     extra_on_create: Callable[[dict], dict] | None = None,
     now: datetime | None = None,
+    lifecycle_fields: tuple[str, ...] = (),
 ) -> UpsertResult:
     """Upsert `rows` (dicts with `autotask_id` and every tracked field) for one partner.
 
@@ -115,6 +126,9 @@ def upsert_page(
         values = {name: row[name] for name in tracked_fields}
         fp = fingerprint(values)
         obj = existing.get(autotask_id)
+        if obj is None and row.get(HOLD):
+            result.skip(row[HOLD])
+            continue
         if obj is None:
             extra = extra_on_create(row) if extra_on_create else {}
             to_create.append(
@@ -128,16 +142,39 @@ def upsert_page(
             )
             continue
         result.ids_by_autotask_id[autotask_id] = obj.id
-        if obj.archived_at is not None:
-            result.skip("archived here")
-            continue
+        hold = row.get(HOLD) or ("archived here" if obj.archived_at is not None else None)
         reappeared = obj.missing_in_autotask_since is not None
-        if obj.autotask_fingerprint == fp and not reappeared:
-            result.unchanged += 1
-            continue
-        reason = protect(obj) if protect else None
-        if reason:
-            result.skip(reason)
+        if not hold:
+            if obj.autotask_fingerprint == fp and not reappeared:
+                result.unchanged += 1
+                continue
+            hold = protect(obj) if protect else None
+        if hold:
+            held = [name for name in lifecycle_fields if getattr(obj, name) != values[name]]
+            if not held:
+                result.skip(hold)
+                continue
+            for name in held:
+                changes.append(
+                    ChangeLogEntry(
+                        partner=partner,
+                        run=run,
+                        record_type=record_type,
+                        record_id=obj.id,
+                        autotask_id=autotask_id,
+                        field=name,
+                        old_value=_as_text(getattr(obj, name)),
+                        new_value=_as_text(values[name]),
+                    )
+                )
+                setattr(obj, name, values[name])
+            # Emptied, not recomputed: the rest of the read waits until the row is no longer
+            # held, and the next read of the row is always compared field by field.
+            obj.autotask_fingerprint = ""
+            obj.updated_at = now
+            update_fields.update(held)
+            to_update.append(obj)
+            result.updated += 1
             continue
         changed = [name for name in tracked_fields if getattr(obj, name) != values[name]]
         for name in changed:

@@ -45,6 +45,9 @@ def _unpayable_reason(
         return Reason.ARCHIVED_INVOICE
     if invoice.voided:
         return Reason.VOID_INVOICE
+    if invoice.paid_in_autotask_on is not None:
+        # Autotask's own paidDate (ours is never kept there: payments/services/reconcile.py).
+        return Reason.PAID_IN_AUTOTASK
     if currency and currency.upper() != invoice.currency.upper():
         return Reason.CURRENCY
     if not allow_over and amount > invoice.outstanding + already:
@@ -119,6 +122,12 @@ def payment_record(
         if reason == Reason.VOID_INVOICE:
             raise DomainError(
                 "Voided invoices cannot be paid.", code="invoice_void", status_code=409
+            )
+        if reason == Reason.PAID_IN_AUTOTASK:
+            raise DomainError(
+                "This invoice is already paid in Autotask: it cannot take a payment here.",
+                code="invoice_paid_in_autotask",
+                status_code=409,
             )
         if reason == Reason.AMOUNT:
             raise DomainError(

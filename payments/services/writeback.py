@@ -14,7 +14,9 @@
   relay's last request by at most one request: two relays never PATCH one invoice at once.
 - Transient and throttled errors: backoff with full jitter, at least the server's Retry-After.
   Waits below MAX_COUNTDOWN become a task countdown; any wait is also `next_attempt_at`, which
-  the periodic sweep reads, so a message the broker drops is sent anyway.
+  the periodic sweep reads, so a message the broker drops is sent anyway. Transient errors
+  fail the row after MAX_ATTEMPTS; throttling (429 or a 500 with the threshold text) and a
+  spent budget never do: the row waits, pending, however long Autotask asks.
 - Auth errors park the row and flag the connection (needs attention); other 4xx fail the row.
   Ops retry or cancel rows (`writeback_retry`, `writeback_cancel`).
 - Never written: invoices created here (R7) and invoices paid in Autotask itself.
@@ -343,6 +345,8 @@ def _park(outbox_id, token, attempt, kind: str, message: str) -> SendResult:
 
 
 def _retry_later(outbox, token, attempt, exc: AutotaskError) -> SendResult:
+    if isinstance(exc, (AutotaskThrottled, AutotaskBudgetExhausted)):
+        return _wait_politely(outbox, token, attempt, exc)
     attempts = outbox.attempts + 1
     if attempts >= MAX_ATTEMPTS:
         _complete(attempt, WritebackAttempt.Outcome.FAILED, exc.kind, exc.message)
@@ -356,10 +360,6 @@ def _retry_later(outbox, token, attempt, exc: AutotaskError) -> SendResult:
         )
         return SendResult("failed")
     delay = backoff(attempts - 1)
-    if isinstance(exc, AutotaskThrottled) and exc.retry_after is not None:
-        delay = max(delay, exc.retry_after)  # never before the server's Retry-After
-    if isinstance(exc, AutotaskBudgetExhausted):
-        delay = max(delay, (exc.resume_at - timezone.now()).total_seconds())
     _complete(attempt, WritebackAttempt.Outcome.RETRY, exc.kind, exc.message, retry_in=delay)
     # Measured from after the failed answer, so the wait is never shorter than asked for.
     _release(
@@ -367,6 +367,40 @@ def _retry_later(outbox, token, attempt, exc: AutotaskError) -> SendResult:
         token,
         state=State.PENDING,
         attempts=attempts,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        last_error_kind=exc.kind,
+        last_error=exc.message[:2000],
+    )
+    return SendResult("retry", retry_in=delay)
+
+
+def _wait_politely(outbox, token, attempt, exc: AutotaskError) -> SendResult:
+    """Throttling (a 429, or a 500 carrying the threshold or thread-limit text: the client
+    maps both to AutotaskThrottled) and our spent request budget are Autotask asking us to
+    wait, not a failure of this write-back: they never count towards MAX_ATTEMPTS (an hourly
+    threshold can last the hour; eight quick backoffs would fail the row for good). The row
+    stays pending; the wait grows with each such answer for this version (full jitter up to
+    BACKOFF_CAP) and is never shorter than the server's Retry-After or the budget's reset."""
+    waited = (
+        WritebackAttempt.objects.for_partner(outbox.partner_id)
+        .filter(
+            outbox_id=outbox.pk,
+            version=attempt.version,
+            outcome=WritebackAttempt.Outcome.RETRY,
+            error_kind__in=["throttled", "budget"],
+        )
+        .count()
+    )
+    delay = backoff(waited)
+    if isinstance(exc, AutotaskThrottled) and exc.retry_after is not None:
+        delay = max(delay, exc.retry_after)  # never before the server's Retry-After
+    if isinstance(exc, AutotaskBudgetExhausted):
+        delay = max(delay, (exc.resume_at - timezone.now()).total_seconds())
+    _complete(attempt, WritebackAttempt.Outcome.RETRY, exc.kind, exc.message, retry_in=delay)
+    _release(
+        outbox.pk,
+        token,
+        state=State.PENDING,
         next_attempt_at=timezone.now() + timedelta(seconds=delay),
         last_error_kind=exc.kind,
         last_error=exc.message[:2000],

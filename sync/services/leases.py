@@ -15,6 +15,9 @@
   thus resumes about LEASE after the kill; another live run of the partner is waited for at
   least `BUSY_COUNTDOWN` at a time. Nothing is taken over before it is stale, so going faster
   would need proof of death (e.g. the owner's pid), which PgBouncer and containers do not give.
+  A live owner does not make the waiting run sit out its countdown: when it releases the lease
+  it enqueues the partner's oldest run waiting for it (`runs._wake_next_waiting`, after
+  commit); the countdown retry stays as the fallback (a lost enqueue, a dead owner).
 - A run that takes over from a dead owner counts an attempt; what happens after too many lost
   workers is in sync/services/runs.py (MAX_ATTEMPTS).
 """
@@ -176,9 +179,13 @@ def _start_heartbeat(run, partner, token) -> _Heartbeat | None:
     return _Heartbeat(run.id, partner.id, token).start()
 
 
-def _release_partner(partner, token) -> None:
-    SyncState.objects.filter(partner=partner, lease_owner=token).update(
-        lease_run=None, lease_owner=None, lease_heartbeat_at=None
+def _release_partner(partner, token) -> bool:
+    """Free the partner lease if this owner still holds it. True: it was released (the
+    caller then wakes the partner's next waiting run, sync/services/runs.py)."""
+    return bool(
+        SyncState.objects.filter(partner=partner, lease_owner=token).update(
+            lease_run=None, lease_owner=None, lease_heartbeat_at=None
+        )
     )
 
 

@@ -114,14 +114,19 @@ def manual_sync_start(*, partner: Partner, kind: str, user=None) -> SyncRun:
     return run
 
 
-def sync_run_ops(*, partner: Partner, kind: str, user) -> SyncRun:
+def sync_run_ops(*, partner: Partner, kind: str, user, enqueue: bool = True) -> SyncRun:
     """Ops start a manual sync from the admin: no cooldown is checked or changed. Needs an
     active Autotask connection (the primary integration is not checked: ops may need to sync a
-    partner whatever it shows as primary)."""
+    partner whatever it shows as primary). `enqueue=False`: the caller runs it itself
+    (`manage.py sync_now`, with sync.services.runs.execute_run), no task is sent."""
     action_for(kind)
     connection = connection_for(partner=partner)
     if connection is None or not connection.is_active:
         raise ManualSyncUnavailable(MESSAGES["not_connected"])
     return sync_run_create(
-        partner=partner, kind=kind, trigger=SyncRun.Trigger.OPS, requested_by=user
+        partner=partner,
+        kind=kind,
+        trigger=SyncRun.Trigger.OPS,
+        requested_by=user,
+        enqueue=enqueue,
     )

@@ -46,6 +46,17 @@ from .leases import (
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # attempts lost with their worker, then the run fails (CQ-5)
+REQUEUE_WAIT = 30.0  # seconds before a run stopped by throttling or an outage goes on
+
+
+def requeue_wait(exc: AutotaskError) -> float:
+    """How long a run stopped by throttling or an outage waits: REQUEUE_WAIT, or the server's
+    Retry-After when longer (a 429, or a 500 with the threshold text: the client raises one
+    above its own max_retry_after instead of sleeping through it). The task caps each
+    countdown (sync/tasks.py MAX_COUNTDOWN, under the broker's visibility timeout), so a wait
+    longer than that costs one refused request per cap instead of one every REQUEUE_WAIT."""
+    retry_after = getattr(exc, "retry_after", None)
+    return max(REQUEUE_WAIT, float(retry_after or 0.0))
 
 
 def worker_lost_message(attempts: int) -> str:
@@ -174,7 +185,7 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
             return _reload(run)
         except AutotaskError as exc:  # throttled / transient after the client's own retries
             _requeue(run.id, token, engine, exc)
-            raise RetryLater(exc.message, countdown=30) from exc
+            raise RetryLater(exc.message, countdown=requeue_wait(exc)) from exc
         except Exception:
             # A bug of ours: the run says so at once (instead of waiting for the reaper), the
             # details go to the log, and the manual cooldown is given back (sync/selectors.py).
@@ -207,7 +218,31 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
     finally:
         if heartbeat is not None:
             heartbeat.stop()
-        _release_partner(partner, token)
+        if _release_partner(partner, token):
+            _wake_next_waiting(partner, after_run_id=run.id)
+
+
+def _wake_next_waiting(partner, *, after_run_id: int) -> None:
+    """The lease is free: deliver the partner's oldest run that waits for it now, instead of
+    after its retry countdown (BUSY_COUNTDOWN + jitter, ~15-36 s). "Waiting" = queued and never
+    stopped politely (no error_kind: a run requeued after throttling or a spent budget keeps
+    its own countdown). Sent after commit, robustly (a broker hiccup only leaves the retry,
+    which stays the fallback); a second delivery of that run is harmless: one of them claims
+    it, the other finds it running or finished. One sync per partner still holds: whoever
+    starts claims the lease first."""
+    from ..tasks import run_sync  # cycle: sync.tasks imports this module
+
+    waiting = (
+        SyncRun.objects.for_partner(partner)
+        .filter(status=SyncRun.Status.QUEUED, error_kind="")
+        .exclude(id=after_run_id)
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if waiting is not None:
+        partner_id = partner.id
+        transaction.on_commit(lambda: run_sync.delay(partner_id, waiting), robust=True)
 
 
 def _fail(

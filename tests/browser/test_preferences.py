@@ -74,6 +74,7 @@ def test_fetch_new_data_shows_progress_result_and_disabled_button(
     login(user_a.username)
     page.goto("/preferences/")
     assert "within the last hour" in page.inner_text("#action-new_data")
+    assert "the last 30 days" in page.inner_text("#action-new_data")
     assert "due date, status" in page.inner_text("#action-unpaid")
     assert page.is_enabled("#fetch-new_data")
     page.evaluate(

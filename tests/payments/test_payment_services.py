@@ -104,6 +104,9 @@ def test_invoices_created_here_are_never_written_back(partner_a, make_invoice):
 def test_invoices_paid_in_autotask_are_never_written(partner_a, make_invoice):
     payment_settings.payment_settings_update(partner=partner_a, allow_overpayment=True)
     invoice = make_invoice(partner_a, total="10.00", paid_in_autotask_on="2026-01-03")
-    ledger.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("10.00"))
+    # Refused outright, overpayment allowed or not (issue 16: paid in Autotask takes no payment).
+    with pytest.raises(DomainError) as refused:
+        ledger.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("10.00"))
+    assert (refused.value.code, refused.value.status) == ("invoice_paid_in_autotask", 409)
     assert not WritebackOutbox.objects.exists()
     assert Invoice.objects.get(pk=invoice.pk).paid_in_autotask_on.isoformat() == "2026-01-03"

@@ -8,6 +8,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from config.api import DomainError
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
 from payments import tasks
@@ -258,7 +259,8 @@ def test_invoice_paid_in_autotask_is_never_written(partner_a, synced, run_now, n
     invoice.refresh_from_db()
     assert invoice.paid_in_autotask_on is not None and invoice.status == "paid"
     payment_settings.payment_settings_update(partner=partner_a, allow_overpayment=True)
-    ledger.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("1.00"))
+    with pytest.raises(DomainError, match="already paid in Autotask"):
+        ledger.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("1.00"))
     assert not WritebackOutbox.objects.filter(invoice=invoice).exists()
     assert patches(db) == []
 

@@ -349,7 +349,8 @@ def test_manual_sync_waits_for_a_running_scheduled_sync(
 def test_preferences_page_shows_both_actions_with_what_they_do(client_a, connected_a):
     body = client_a.get("/preferences/").content.decode()
     assert 'id="fetch-new_data"' in body and 'id="fetch-unpaid"' in body
-    assert "created or updated in Autotask within the last hour" in body
+    assert "created or changed, in Autotask within the last hour" in body
+    assert "unpaid invoices created in the last 30 days" in body
     assert "(amount, outstanding amount, due date, status) is corrected" in body
     assert "At most once an hour" in body and "At most once every 12 hours" in body
     assert " disabled" not in body.split('id="fetch-new_data"')[1].split(">")[0]

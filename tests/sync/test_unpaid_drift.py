@@ -158,15 +158,16 @@ def test_unpaid_rereads_fix_all_drift_log_old_and_new_and_keep_paid_here(partner
     assert not ChangeLogEntry.objects.filter(partner=partner_a).exclude(run=run).exists()
     assert run.updated == N - len(full)
 
-    # Cost: ids batched ≤ 400 per `in`, each unpaid invoice asked for once.
-    unpaid = N - len(full)
+    # Cost: ids batched ≤ 400 per `in`, each invoice asked for once: the unpaid ones and,
+    # in the same batches, those paid here in the last 60 days (issue 16: un-paying in
+    # Autotask, our own pending write-backs; the rule kept them as they were above).
     batches = [v for v in map(_in_values, db.requests(entity="Invoices")) if v is not None]
     assert all(len(batch) <= IN_LIMIT for batch in batches)
     asked = [i for batch in batches for i in batch]
-    assert sorted(asked) == sorted(set(ids) - full)
+    assert sorted(asked) == sorted(ids)
     # + payment terms, + the id reconcile's list of recent invoices (one page here).
     assert run.requests_used == len(db.requests())
-    assert run.requests_used <= math.ceil(unpaid / IN_LIMIT) + 3
+    assert run.requests_used <= math.ceil(N / IN_LIMIT) + 3
 
     # Run again: nothing left to fix, nothing logged.
     again = _run(partner_a, SyncRun.objects.create(partner=partner_a, kind="unpaid", trigger="ops"))

@@ -294,3 +294,69 @@ def test_budget_exhausted_sends_nothing(make_sandbox, connect, redis_limiter):
         client.get_invoice(invoice_id)
     assert info.value.resume_at is not None
     assert len(server.db.request_log) == before
+
+
+# --- the hourly threshold answered as a 500 (issue 16; API.md §4: UNVERIFIED status) ----------
+
+
+def test_threshold_500_is_throttling_retried_then_succeeds(make_sandbox, connect, clock):
+    """Switch threshold_status=500: the exceeded hourly threshold answers 500 with the threshold
+    text. The client retries it as throttling (never a request error) and goes on once the
+    rolling hour has room again."""
+    server = make_sandbox(invoices=3)
+    server.db.set_switches(threshold_status=500, threshold=2)
+    invoice_id = server.db.invoices()[0]["id"]
+    client = connect(server)
+    client.get_invoice(invoice_id)
+    client.get_invoice(invoice_id)  # the hour's 2 requests are spent
+    slept, statuses = [], []
+
+    def sleep(seconds):  # the rolling hour frees up while the client waits
+        slept.append(seconds)
+        if len(slept) == 2:
+            statuses.extend(r["status"] for r in server.db.requests(entity="Invoices"))
+            server.db.reset_counters()  # (the request log too)
+
+    client.retry.sleep = sleep
+    assert client.get_invoice(invoice_id).id == invoice_id
+    statuses.extend(r["status"] for r in server.db.requests(entity="Invoices"))
+    assert statuses == [200, 200, 500, 500, 200]
+    assert len(slept) == 2
+    assert client.stats.errors_by_kind["throttled"] == 2
+
+
+def test_threshold_500_that_persists_raises_throttled(make_sandbox, connect, clock):
+    server = make_sandbox(invoices=3)
+    server.db.set_switches(threshold_status=500, threshold=1)
+    invoice_id = server.db.invoices()[0]["id"]
+    client = connect(server, max_attempts=3)
+    client.get_invoice(invoice_id)
+    with pytest.raises(AutotaskThrottled) as info:
+        client.get_invoice(invoice_id)
+    assert info.value.status == 500
+    assert info.value.retryable is True
+    assert "threshold" in info.value.message
+    assert len(clock.sleeps) == 2  # 3 attempts, then raised for the caller to reschedule
+    assert [r["status"] for r in server.db.requests(entity="Invoices")] == [200, 500, 500, 500]
+
+
+def test_threshold_500_with_long_retry_after_is_raised_at_once(make_sandbox, connect, clock):
+    server = make_sandbox(invoices=3)
+    server.db.set_switches(threshold_status=500, threshold=1, threshold_retry_after=True)
+    invoice_id = server.db.invoices()[0]["id"]
+    client = connect(server)
+    client.get_invoice(invoice_id)
+    with pytest.raises(AutotaskThrottled) as info:
+        client.get_invoice(invoice_id)
+    assert info.value.status == 500
+    assert info.value.retry_after > 600  # until the hour's first request leaves the window
+    assert clock.sleeps == []
+
+
+def test_500_threshold_fault_is_throttling(make_sandbox, connect, clock):
+    server = make_sandbox(invoices=3)
+    server.db.fail_next(2, "500_threshold", entity="Invoices", retry_after=7)
+    client = connect(server)
+    assert len(list(client.iter_invoices())) == 3
+    assert min(clock.sleeps) >= 7
+    assert client.stats.errors_by_kind["throttled"] == 2

@@ -1,0 +1,151 @@
+"""The reconciliation rule: what an Autotask read of an invoice may change here (issue 16).
+
+For an invoice from Autotask, its state here is derived from two sources: Autotask's latest read
+and our own ledger (payments here, and the write-back outbox that carries their paidDate to
+Autotask). `Invoice.paid_in_autotask_on` means "paid in Autotask by someone other than us";
+payments here count through `paid_here`. Per read of an invoice that exists here, with W the
+invoice's outbox row, X the paidDate we last wrote (`W.autotask_paid_date`) and R the read's:
+
+1. A write-back we have not finished (W pending, sending, parked or failed) wins:
+   `paid_in_autotask_on` keeps its value here whatever R is, since the read may show the very
+   value the write-back is about to change (a deleted payment's paidDate, before the clearing
+   PATCH got through a Retry-After).
+2. Settled (W done or cancelled) and R agrees with the ledger (R is X or the desired paidDate,
+   or both are none): R is our own paidDate, not Autotask's; `paid_in_autotask_on` is none and
+   open drift of the invoice is resolved.
+3. Settled and R contradicts it: drift, recorded (`ReconciliationDrift`, one open row per invoice
+   and reason, with both values) and logged, never adopted — we wrote X and Autotask now shows
+   none (`paid_date_cleared_in_autotask`) or another date (`paid_date_changed_in_autotask`), or
+   we cleared it and Autotask shows a date we once wrote ourselves (`paid_date_not_cleared`: the
+   null did not clear, or it was put back). A date we never wrote, after we cleared ours, is
+   Autotask paying it itself: adopted.
+4. No write-back ever: R is adopted both ways (paid in Autotask → paid here; cleared in
+   Autotask → open here again, unless payments here cover it). Voids are always adopted (we
+   never write them), and new invoices are taken as read.
+
+Where it runs, and why here: the rule needs the ledger, which is payments', one layer above the
+sync, and the sync must not import payments. So the rule lives with the ledger, and the sync
+asks it through the one registry it already has for upward work (`sync/hooks.py`:
+`register_invoice_reconciler`, called from `PaymentsConfig.ready()`). The engine hands every
+invoice page's rows to `reconcile_invoice_rows` inside the page's transaction, before the upsert;
+the rows come back with `paid_in_autotask_on` as it may be written. The invoice rows are locked
+first (`FOR UPDATE`, the lock the upsert takes anyway; payments lock the invoice before its
+outbox row), so a payment or write-back result cannot change the ledger between this decision
+and the write. The upsert applies these lifecycle fields even to rows it otherwise holds
+(archived here, customer archived here, paid), so hidden invoices keep their paid/voided state.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from django.db.models import Q
+from django.utils import timezone
+
+from invoices.models import Invoice
+
+from ..models import ReconciliationDrift, WritebackAttempt, WritebackOutbox
+
+log = logging.getLogger(__name__)
+
+State = WritebackOutbox.State
+Reason = ReconciliationDrift.Reason
+UNFINISHED = frozenset({State.PENDING, State.SENDING, State.PARKED, State.FAILED})
+FIELD = "paid_in_autotask_on"
+
+
+def _text(value: date | None) -> str:
+    return value.isoformat() if value else ""
+
+
+def reconcile_invoice_rows(*, partner, rows: list[dict], run=None, now=None) -> list[dict]:
+    """Apply the rule to one page of invoice rows read from Autotask (dicts of synced values
+    keyed by `autotask_id`; see the module docstring). Must run in the page's transaction.
+    Returns the rows, `paid_in_autotask_on` set to what may be written."""
+    now = now or timezone.now()
+    ids = [row["autotask_id"] for row in rows]
+    local = {
+        r["autotask_id"]: r
+        for r in Invoice.objects.for_partner(partner)
+        .select_for_update(of=("self",))
+        .filter(autotask_id__in=ids)
+        .order_by("id")
+        .values(
+            "id",
+            "autotask_id",
+            FIELD,
+            "writeback__state",
+            "writeback__autotask_paid_date",
+            "writeback__desired_paid_date",
+        )
+    }
+    settled_ok: list[int] = []  # invoices whose read agrees with the ledger
+    suspects: list[tuple[dict, dict]] = []  # (row, local) settled-cleared, read shows a date
+    drifts: list[tuple[dict, dict, str]] = []
+    for row in rows:
+        mine = local.get(row["autotask_id"])
+        if mine is None or mine["writeback__state"] is None:
+            continue  # new here, or never written by us: Autotask's read is adopted (rule 4)
+        read = row[FIELD]
+        if mine["writeback__state"] in UNFINISHED:
+            row[FIELD] = mine[FIELD]  # rule 1: our write-back wins
+            continue
+        wrote, desired = mine["writeback__autotask_paid_date"], mine["writeback__desired_paid_date"]
+        if (read is None and (wrote is None or desired is None)) or (
+            read is not None and read in (wrote, desired)
+        ):
+            row[FIELD] = None  # rule 2: our own paidDate (or none), not Autotask's
+            settled_ok.append(mine["id"])
+        elif wrote is not None:
+            reason = Reason.PAID_DATE_CLEARED if read is None else Reason.PAID_DATE_CHANGED
+            drifts.append((row, mine, reason))
+        else:
+            suspects.append((row, mine))
+    if suspects:
+        ours = set(
+            WritebackAttempt.objects.for_partner(partner)
+            .filter(
+                outbox__invoice_id__in=[mine["id"] for _, mine in suspects],
+                outcome=WritebackAttempt.Outcome.SENT,
+                paid_date__isnull=False,
+            )
+            .values_list("outbox__invoice_id", "paid_date")
+        )
+        for row, mine in suspects:
+            if (mine["id"], row[FIELD]) in ours:
+                drifts.append((row, mine, Reason.PAID_DATE_NOT_CLEARED))
+            # else: paid in Autotask itself after we cleared ours (rule 3, last sentence)
+    for row, mine, reason in drifts:
+        _record_drift(partner, row, mine, reason, run=run, now=now)
+        row[FIELD] = mine[FIELD]  # never adopted
+    if settled_ok:
+        ReconciliationDrift.objects.for_partner(partner).filter(
+            invoice_id__in=settled_ok, resolved_at__isnull=True
+        ).update(resolved_at=now)
+    return rows
+
+
+def _record_drift(partner, row: dict, mine: dict, reason: str, *, run, now) -> None:
+    read, wrote = row[FIELD], mine["writeback__autotask_paid_date"]
+    detail = (
+        f"Autotask invoice {row['autotask_id']}: paidDate {_text(read) or 'none'} in Autotask, "
+        f"{_text(wrote) or 'none'} last written by us; not adopted."
+    )
+    log.warning("reconciliation drift, partner %s: %s (%s)", partner.pk, detail, reason)
+    updated = (
+        ReconciliationDrift.objects.for_partner(partner)
+        .filter(Q(invoice_id=mine["id"], reason=reason, resolved_at__isnull=True))
+        .update(autotask_value=_text(read), detail=detail, last_seen_at=now)
+    )
+    if not updated:
+        ReconciliationDrift.objects.create(
+            partner=partner,
+            invoice_id=mine["id"],
+            reason=reason,
+            detail=detail,
+            autotask_value=_text(read),
+            ledger_value=_text(wrote),
+            run_id=getattr(run, "pk", None),
+            last_seen_at=now,
+        )
