@@ -63,6 +63,9 @@ def test_tasks_keep_their_database_connection_like_requests_do():
         request = SimpleNamespace(is_eager=False)
 
     task = Task()
+    # A connection of its own, fresh: one left by an earlier test may be past CONN_MAX_AGE or
+    # marked as errored, and the first signal would rightly close it.
+    connection.close()
     connection.ensure_connection()
     raw = connection.connection
     for signal in (task_prerun, task_postrun, task_prerun):
