@@ -1,0 +1,25 @@
+"""The sync engine's tunables (sync/engine.py, sync/rereads.py) and its cursor time format."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+SETTLE_TIME = timedelta(minutes=10)
+OVERLAP = timedelta(hours=2)
+IN_BATCH = 400
+RECONCILE_WINDOW = timedelta(days=3)  # the daily id reconcile's reach before the cursor
+RECENTLY_PAID = timedelta(days=60)  # paid invoices the daily run still re-reads
+RECENT_OPEN_WINDOW = timedelta(days=30)  # Fetch New Data also re-reads unpaid invoices this young
+RECENT_OPEN_MAX = 2 * IN_BATCH  # … the newest this many: ≤ 2 extra requests
+PAGE_SIZE = 500
+READ_AHEAD = 2  # pages read beyond the one being written (Prefetched)
+PDF_BATCH = 200
+PDF_OUTAGE_STREAK = 3  # PDFs in a row failing with 5xx: Autotask is down, not those PDFs
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
