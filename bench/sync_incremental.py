@@ -101,12 +101,13 @@ def main() -> int:
         done, logged, wall = run(SyncRun.Kind.UNPAID)
         asked = Counter(f"{r.get('method')} {r.get('entity')}" for r in sandbox.requests()[seen:])
         reread = unpaid_count + paid_count
-        # + payment terms + the id reconcile's listing (one page of ids created in its window)
+        # + the id reconcile's listing (one page of ids created in its window) + the daily
+        # re-read of every company (one page); payment terms only if an invoice lacks a dueDate
         minimum = math.ceil(reread / 400) + 2
         goal = f"target <= {target}" if target else "no target: the sandbox's own mix"
         print(f"daily unpaid ({label}): {unpaid_count} unpaid + {paid_count} recently paid "
               f"re-read with {done.requests_used} requests (sandbox log {logged}); minimum "
-              f"{minimum} (ceil({reread}/400) + terms + 1 reconcile listing); {goal}; "
+              f"{minimum} (ceil({reread}/400) + 1 reconcile listing + 1 companies); {goal}; "
               f"{wall:.2f} s; {dict(asked)}")  # fmt: skip
         return target is None or done.requests_used <= target
 

@@ -75,6 +75,22 @@ class LeaseLost(Exception):
     """Another worker owns this run now; stop without writing."""
 
 
+class _TermsOnDemand(dict):
+    """Payment terms read from Autotask the first time a due date has to be derived (an invoice
+    without dueDate), then kept for the run: the daily re-read seldom needs them."""
+
+    def __init__(self, read: Callable[[], dict[int, int]]):
+        super().__init__()
+        self._read = read
+        self._loaded = False
+
+    def get(self, key, default=None):
+        if not self._loaded:
+            self.update(self._read())
+            self._loaded = True
+        return super().get(key, default)
+
+
 class SyncEngine(RereadPhases):
     def __init__(
         self,
@@ -148,7 +164,8 @@ class SyncEngine(RereadPhases):
             if self.run.trigger != SyncRun.Trigger.SCHEDULE:
                 self._recent_open_phase()
         elif kind == SyncRun.Kind.UNPAID:
-            self._payment_terms()
+            # Its invoices came with due dates: the terms are read only if one lacks it.
+            self.payment_terms = _TermsOnDemand(self._read_payment_terms)
             self._unpaid_phase()
             self._reconcile_phase()
             self._companies_reread_phase()
@@ -163,11 +180,15 @@ class SyncEngine(RereadPhases):
     # --- phases ----------------------------------------------------------------------------
 
     def _payment_terms(self) -> None:
-        terms = {}
-        for term in self.client.iter_payment_terms():
-            if term.payment_due_in_days is not None:
-                terms[str(term.id)] = term.payment_due_in_days
-        self.payment_terms = {int(k): v for k, v in terms.items()}
+        self.payment_terms = self._read_payment_terms()
+
+    def _read_payment_terms(self) -> dict[int, int]:
+        """{payment term id: days until due}, for invoices without a dueDate."""
+        return {
+            term.id: term.payment_due_in_days
+            for term in self.client.iter_payment_terms()
+            if term.payment_due_in_days is not None
+        }
 
     def _companies_phase(self, conditions: list, phase: str = "companies") -> None:
         self._read_phases([(phase, "Companies", conditions, self._company_page)])
