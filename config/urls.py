@@ -46,6 +46,7 @@ api_v1 = [
         name="sync-fetch-unpaid-invoices",
     ),
     path("sync/status/", sync_api.ManualSyncStatusView.as_view(), name="sync-status"),
+    path("reconciliation/drift/", payments_api.DriftView.as_view(), name="reconciliation-drift"),
     path("auth/token/", obtain_auth_token, name="auth-token"),
     path(
         "schema/",

@@ -14,12 +14,13 @@ from rest_framework.response import Response
 
 from partners.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENCY_RESPONSES, IdempotentCreateMixin
 from partners.tenancy import PartnerViewSetMixin
+from payments.timeline import invoice_timeline
 
 from . import services as invoice_services
 from .models import Invoice, InvoiceStatus
 from .pdf import PdfUnavailable, invoice_pdf
 from .selectors import invoice_list
-from .serializers import InvoiceSerializer
+from .serializers import InvoiceSerializer, TimelineEntrySerializer
 
 
 class InvoiceCreateSerializer(serializers.Serializer):
@@ -105,6 +106,26 @@ class InvoiceViewSet(IdempotentCreateMixin, PartnerViewSetMixin, viewsets.ReadOn
         if pdf.stale:
             response["X-PDF-Stale"] = "1"
         return response
+
+    @extend_schema(
+        operation_id="invoices_timeline",
+        summary="The invoice's timeline",
+        description=(
+            "Everything that happened to the invoice, oldest first: the sync run that brought "
+            "it, every change (old → new), payments, each write-back to Autotask with "
+            "Autotask's answer, and reconciliation drift. It answers \"why is this invoice "
+            '(not) paid or (not) synced?".'
+        ),
+        responses={
+            200: TimelineEntrySerializer(many=True),
+            404: OpenApiResponse(description="Not found"),
+        },
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def timeline(self, request, pk=None):
+        invoice = self.get_object()  # another partner's invoice: 404
+        entries = invoice_timeline(partner=self.partner, invoice=invoice)
+        return Response(TimelineEntrySerializer(entries, many=True).data)
 
     # --- archiving and invoices created here (R7, R9) ------------------------------------
 

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from customers.models import Customer
+from payments.timeline import KINDS as TIMELINE_KINDS
 
 from .models import Invoice, InvoiceStatus
 
@@ -47,3 +48,18 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class TimelineEntrySerializer(serializers.Serializer):
+    """One entry of an invoice's timeline (payments/timeline.py), oldest first."""
+
+    at = serializers.DateTimeField()
+    # A plain string in the schema (an enum named "kind" would collide with the sync run's).
+    kind = serializers.CharField(help_text="One of: " + ", ".join(TIMELINE_KINDS) + ".")
+    title = serializers.CharField(help_text="What happened, in plain words.")
+    detail = serializers.CharField(allow_blank=True)
+    run_id = serializers.IntegerField(allow_null=True, help_text="The sync run, if any.")
+    payment_id = serializers.IntegerField(allow_null=True, help_text="The payment, if any.")
+    link = serializers.CharField(
+        allow_null=True, help_text="A dashboard page about the entry (the sync run), if any."
+    )

@@ -9,6 +9,7 @@ from config.api import DomainError
 from customers.models import Customer
 from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerFormView, PartnerPageView
+from payments.timeline import invoice_timeline
 
 from . import services
 from .forms import InvoiceCreateForm
@@ -56,9 +57,11 @@ class InvoiceDetailView(PartnerPageView):
 
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
-        ctx["invoice"] = get_object_or_404(
+        ctx["invoice"] = invoice = get_object_or_404(
             self.get_partner_queryset(Invoice).select_related("customer"), pk=self.kwargs["pk"]
         )
+        # Newest first on the page (the API gives it oldest first).
+        ctx["timeline"] = invoice_timeline(partner=self.partner, invoice=invoice)[::-1]
         return ctx
 
 

@@ -1,13 +1,21 @@
 """Ops views of payments: webhook deliveries (reprocess), the write-back outbox (retry/cancel)
-and its attempts. Read-only for everyone (money is changed only by the payment services);
-secrets are never shown (the settings admin lists no secret field)."""
+and its attempts, reconciliation drift across partners. Read-only for everyone (money is changed
+only by the payment services); secrets are never shown (the settings admin lists no secret
+field)."""
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from ops.mixins import OpsActionsMixin, PartnerColumnMixin, change_url
 
-from .models import Payment, PaymentSettings, WebhookEvent, WritebackAttempt, WritebackOutbox
+from .models import (
+    Payment,
+    PaymentSettings,
+    ReconciliationDrift,
+    WebhookEvent,
+    WritebackAttempt,
+    WritebackOutbox,
+)
 from .services import webhook_events, writeback
 
 
@@ -208,3 +216,39 @@ class WritebackOutboxAdmin(OpsActionsMixin, ReadOnlyAdmin):
                 n += 1
                 self.log_change(request, outbox, "Write-back cancelled.")
         self.message_user(request, f"{n} row(s) cancelled.")
+
+
+class DriftOpenFilter(admin.SimpleListFilter):
+    title = "open or resolved"
+    parameter_name = "open"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Open"), ("no", "Resolved")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(ReconciliationDrift)
+class ReconciliationDriftAdmin(ReadOnlyAdmin):
+    """Autotask reads that contradicted the ledger (payments/services/reconcile.py), every
+    partner's; the partner sees its own on Payments → Reconciliation."""
+
+    list_display = [
+        "invoice",
+        "partner_name",
+        "reason",
+        "autotask_value",
+        "ledger_value",
+        "created_at",
+        "last_seen_at",
+        "resolved_at",
+    ]
+    list_filter = [DriftOpenFilter, "reason"]
+    search_fields = ["invoice__number", "=invoice__autotask_id", "partner__name"]
+    list_select_related = ["invoice", "partner"]
+    date_hierarchy = "created_at"

@@ -1,4 +1,5 @@
-"""`/api/v1/payments/`: list, read, record (POST, with `Idempotency-Key`) and delete payments.
+"""`/api/v1/payments/`: list, read, record (POST, with `Idempotency-Key`) and delete payments;
+`/api/v1/reconciliation/drift/`: the drift report (payments/selectors.py `drift_report`).
 
 The processor's webhook endpoint is not here: it is a plain Django view (payments/views.py)
 that reads the raw body before anything parses it, with no session, CSRF or token auth.
@@ -9,13 +10,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
 from partners.idempotency import IDEMPOTENCY_HEADER, IdempotentCreateMixin
-from partners.tenancy import PartnerViewSetMixin
+from partners.tenancy import IsPartnerUser, PartnerViewSetMixin
 
-from .models import Payment, PaymentMethod, PaymentStatus
+from .models import Payment, PaymentMethod, PaymentStatus, ReconciliationDrift
+from .selectors import REASONS, drift_report
 from .services import ledger
 
 
@@ -116,3 +118,35 @@ class PaymentViewSet(
         payment = self.get_object()  # 404 for another partner's payment
         ledger.payment_delete(partner=self.partner, payment_id=payment.pk, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DriftEntrySerializer(serializers.Serializer):
+    invoice = serializers.IntegerField(read_only=True, help_text="The invoice's id")
+    invoice_number = serializers.CharField(read_only=True)
+    # A plain string, not an enum: "reason" names other enums in the schema.
+    reason = serializers.CharField(read_only=True, help_text="One of: " + ", ".join(REASONS) + ".")
+    reason_label = serializers.CharField(read_only=True)
+    detail = serializers.CharField(read_only=True)
+    action = serializers.CharField(
+        read_only=True, help_text="The one action that resolves it, in a plain sentence"
+    )
+    since = serializers.DateTimeField(read_only=True)
+
+
+@extend_schema(
+    summary="Reconciliation drift report",
+    description="Every invoice whose state here and in Autotask differ: open drift (an "
+    "Autotask read contradicted our ledger), write-backs parked or failed, and write-backs "
+    "pending. Newest first, paginated.",
+    responses=DriftEntrySerializer(many=True),
+)
+class DriftView(PartnerViewSetMixin, generics.ListAPIView):
+    permission_classes = [IsPartnerUser]
+    partner_model = ReconciliationDrift
+    queryset = ReconciliationDrift.objects.none()
+    serializer_class = DriftEntrySerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular schema generation
+            return []
+        return drift_report(partner=self.partner)

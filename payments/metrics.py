@@ -1,6 +1,7 @@
 """Payments' families for `/metrics` (config/metrics.py): the write-back queue, webhook
-deliveries, and Autotask errors by kind. Read from the database at scrape time, like the sync
-families, so every web and worker process reports the same figures."""
+deliveries, Autotask errors by kind, and the drift report's entries by reason. Read from the
+database at scrape time, like the sync families, so every web and worker process reports the
+same figures."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from config.metrics import register_family
 from sync.models import SyncRun
 
-from .models import PaymentSettings, WebhookEvent, WritebackAttempt, WritebackOutbox
+from .models import (
+    PaymentSettings,
+    ReconciliationDrift,
+    WebhookEvent,
+    WritebackAttempt,
+    WritebackOutbox,
+)
+from .selectors import FAILED_STATES, PENDING_STATES, REASONS, WRITEBACK_FAILED, WRITEBACK_PENDING
 
 WAITING = ("pending", "sending")
 STATES = ("pending", "sending", "parked", "failed", "cancelled", "done")
@@ -68,4 +76,22 @@ def payments_families():
     failed = WritebackAttempt.objects.exclude(error_kind="").values("error_kind")
     for row in failed.annotate(n=Count("id")).order_by():
         errors.add_metric(["writeback", row["error_kind"]], row["n"])
-    return [depth, oldest, attempts, deliveries, rejected, errors]
+
+    drift = GaugeMetricFamily(
+        "paysync_reconciliation_drift_open",
+        "Entries of the drift report, every partner's, by reason: open reconciliation drift, "
+        "write-backs parked or failed (writeback_failed) and pending or sending "
+        "(writeback_pending)",
+        labels=["reason"],
+    )
+    open_by_reason = dict(
+        ReconciliationDrift.objects.filter(resolved_at__isnull=True)
+        .values_list("reason")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    open_by_reason[WRITEBACK_FAILED] = sum(by_state.get(s, 0) for s in FAILED_STATES)
+    open_by_reason[WRITEBACK_PENDING] = sum(by_state.get(s, 0) for s in PENDING_STATES)
+    for reason in REASONS:
+        drift.add_metric([reason], open_by_reason.get(reason, 0))
+    return [depth, oldest, attempts, deliveries, rejected, errors, drift]

@@ -20,6 +20,7 @@ from partners.views import PartnerPageView
 
 from . import webhooks
 from .models import Payment, PaymentMethod, PaymentStatus, WebhookEvent
+from .selectors import drift_report
 from .services import ledger, payment_settings, webhook_events
 
 
@@ -67,6 +68,21 @@ class PaymentListView(PartnerPageView):
             .filter(status=WebhookEvent.Status.PARKED)
             .count(),
         )
+        return ctx
+
+
+class DriftReportView(PartnerPageView):
+    """Reconciliation: every invoice whose state here and in Autotask differ, its reason and the
+    one action that resolves it (payments/selectors.py `drift_report`)."""
+
+    template_name = "payments/drift.html"
+    nav = "payments"
+    title = "Reconciliation"
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        entries = drift_report(partner=self.partner)
+        ctx["page"] = Paginator(entries, 50).get_page(self.request.GET.get("page"))
         return ctx
 
 

@@ -13,6 +13,7 @@ from django_celery_beat.models import ClockedSchedule, CrontabSchedule, SolarSch
 from rest_framework.authtoken.models import Token
 
 from integrations.models import AutotaskConnection
+from payments.models import ReconciliationDrift
 from sync.models import ChangeLogEntry
 
 pytestmark = pytest.mark.django_db
@@ -42,6 +43,12 @@ def every_model_has_an_object(
             old_value="1.00",
             new_value="2.00",
         )
+    ReconciliationDrift.objects.create(
+        partner=connected.partner,
+        invoice=parked_writeback.invoice,
+        reason=ReconciliationDrift.Reason.PAID_DATE_CHANGED,
+        last_seen_at=timezone.now(),
+    )
     objects = {}
     for model in admin.site._registry:
         objects[model] = model._default_manager.order_by("pk").first()

@@ -14,7 +14,7 @@ from customers.models import Customer
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
 from partners.models import User
-from payments.models import Payment
+from payments.models import Payment, ReconciliationDrift, WritebackOutbox
 from sync.models import ChangeLogEntry, SyncRun
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +33,7 @@ OBJECT_FOR = {
     "api:sync-run-changes": lambda a: a["run"].pk,
     "api:invoice-detail": lambda a: a["invoice"].pk,
     "api:invoice-pdf": lambda a: a["invoice"].pk,
+    "api:invoice-timeline": lambda a: a["invoice"].pk,
     "api:customer-detail": lambda a: a["customer"].pk,
     "sync:run-detail": lambda a: a["run"].pk,
     "invoices:detail": lambda a: a["invoice"].pk,
@@ -113,6 +114,14 @@ def world_a(partner_a, user_a):
         partner=partner_a, invoice=invoice, amount="20.00", received_at="2026-01-02T00:00:00Z"
     )
     Invoice.objects.filter(pk=invoice.pk).update(paid_here="20.00")
+    # On A's drift report (API and page): B must not see it there.
+    ReconciliationDrift.objects.create(
+        partner=partner_a,
+        invoice=invoice,
+        reason=ReconciliationDrift.Reason.PAID_DATE_CLEARED,
+        last_seen_at="2026-01-03T00:00:00Z",
+    )
+    WritebackOutbox.objects.create(partner=partner_a, invoice=invoice, state="failed")
     return {
         "user": user_a,
         "customer": customer,

@@ -19,7 +19,17 @@ from django.apps import apps
 ROOT = Path(__file__).resolve().parents[2]
 # ops/ is left out on purpose: the ops console (staff only) works across partners.
 APPS = ("partners", "integrations", "customers", "invoices", "sync", "payments")
-SCANNED = {"services", "selectors", "views", "api", "connect", "tasks", "engine", "dispatch"}
+SCANNED = {
+    "services",
+    "selectors",
+    "views",
+    "api",
+    "connect",
+    "tasks",
+    "engine",
+    "dispatch",
+    "timeline",
+}
 SCOPING_KWARGS = {"partner", "partner_id"}
 # A row reached through the fencing token of a claim its owner took under a partner scope (a
 # run's owner, the partner lease, an outbox claim) belongs to that owner alone.
