@@ -1,6 +1,7 @@
 """One place maps domain errors to HTTP for the API."""
 
 from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -73,3 +74,12 @@ def add_standard_error_responses(result, generator, request, public):
             for code in codes:
                 responses.setdefault(code, GENERIC_ERROR)
     return result
+
+
+class Pagination(PageNumberPagination):
+    """Every list of the API: `?page=` and `?page_size=` (1 to 500, default 50); a page size out of
+    range is clamped, as DRF does (a larger one gives 500 rows, not an error)."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500

@@ -26,6 +26,10 @@ class Customer(PartnerOwnedModel):
     country_id = models.IntegerField(null=True, blank=True)
     company_type = models.IntegerField(null=True, blank=True)
     active = models.BooleanField(default=True)
+    # ISO 4217 code. From the Autotask company's currencyID (its database's internal currency
+    # when null); empty = unknown (not read since this field exists, or Autotask's currency id
+    # could not be resolved): never assumed to be USD.
+    currency = models.CharField(max_length=3, blank=True)
     archived_at = models.DateTimeField(null=True, blank=True)
     missing_in_autotask_since = models.DateTimeField(null=True, blank=True)
     # Hash of the Autotask data last applied: an unchanged company costs no write.

@@ -6,6 +6,11 @@ from .models import Customer
 class CustomerSerializer(serializers.ModelSerializer):
     # Often blank (Autotask companies have no email): a plain string, not format "email".
     email = serializers.CharField(read_only=True)
+    currency = serializers.CharField(
+        read_only=True,
+        help_text="ISO 4217 code of the customer's invoices, from its Autotask company "
+        "(empty: not known yet).",
+    )
 
     class Meta:
         model = Customer
@@ -22,6 +27,7 @@ class CustomerSerializer(serializers.ModelSerializer):
             "city",
             "state",
             "postal_code",
+            "currency",
             "active",
             "archived_at",
             "missing_in_autotask_since",

@@ -18,7 +18,7 @@ from sync.services.runs import sync_run_create
 
 from .filters import validate_filters
 from .models import AutotaskConnection, IntegrationEvent
-from .services import ConnectError, autotask_verify, clean_filters
+from .services import ConnectError, Currencies, autotask_verify, clean_filters
 
 
 @transaction.atomic
@@ -65,6 +65,10 @@ def autotask_connect(
         verified.web_url,
     )
     conn.database_ci = verified.ci
+    if verified.currencies is not None:
+        _set_currencies(conn, verified.currencies)
+    elif not same_database:
+        _set_currencies(conn, Currencies())  # another database's ids: the first sync reads them
     conn.connected_at = timezone.now()
     conn.disconnected_at = None
     conn.schedules_paused = False
@@ -100,6 +104,14 @@ def autotask_connect(
         partner=partner, kind=kind, trigger=SyncRun.Trigger.CONNECT, requested_by=actor
     )
     return conn
+
+
+def _set_currencies(conn: AutotaskConnection, currencies: Currencies) -> None:
+    """The database's Currencies read by the verification, cached on the connection (saved
+    with it): the first sync then needs no Currencies request."""
+    conn.currencies = {str(k): v for k, v in sorted(currencies.codes.items())}
+    conn.internal_currency = currencies.internal
+    conn.currencies_read_at = timezone.now() if currencies.codes else None
 
 
 def _lock_live(connection: AutotaskConnection) -> AutotaskConnection:
@@ -144,6 +156,8 @@ def autotask_update(
             verified.web_url,
         )
         conn.database_ci = verified.ci or conn.database_ci
+        if verified.currencies is not None:
+            _set_currencies(conn, verified.currencies)
         if conn.status == AutotaskConnection.Status.NEEDS_ATTENTION:
             conn.status = AutotaskConnection.Status.CONNECTED
             conn.last_error_kind = conn.last_error_message = ""

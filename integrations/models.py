@@ -42,6 +42,21 @@ class AutotaskConnection(models.Model):
     database_ci = models.BigIntegerField(
         null=True, blank=True, help_text="Autotask's database identifier (zoneInformation ci)."
     )
+    # The database's Autotask Currencies, cached (issue 16: invoice amounts are in the
+    # company's currency). Read at connect and when a company names a currencyID not in it
+    # (integrations/services.py `currencies_refresh`), never on an hourly run with nothing new.
+    currencies = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Autotask Currencies of the database: {currency id: ISO code}.",
+    )
+    internal_currency = models.CharField(
+        max_length=3,
+        blank=True,
+        help_text="The database's internal currency (companies without currencyID use it); "
+        "empty: not read yet.",
+    )
+    currencies_read_at = models.DateTimeField(null=True, blank=True)
 
     connected_at = models.DateTimeField(null=True, blank=True)
     disconnected_at = models.DateTimeField(null=True, blank=True)

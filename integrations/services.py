@@ -4,12 +4,19 @@ Nothing is saved until Autotask has confirmed the credentials: the zone is disco
 username (unknown user → its own message) and one cheap authenticated call is made
 (ThresholdInformation: it needs no entity permission beyond API access, returns a few bytes,
 and tells us the database's hourly threshold). Each failure maps to its own message.
+
+Also the connection's cached Autotask Currencies (issue 16): read once at connect (when it
+fails, the connect goes on: the first sync reads them), then only when a company names a
+currencyID the cache does not have (`currencies_refresh`, called by the sync engine).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
+
+from django.utils import timezone
 
 from config.api import DomainError
 from integrations.autotask.client import AutotaskClient
@@ -28,6 +35,7 @@ from .filters import (
     invoice_conditions,
     validate_filters,
 )
+from .models import AutotaskConnection
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,83 @@ class ConnectError(DomainError):
         super().__init__(MESSAGES[code], code=code, status_code=status_code, headers=headers)
 
 
+# --- Autotask Currencies, cached per connection ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Currencies:
+    """A database's Currencies: ``codes`` {currency id: ISO code}, ``internal`` the ISO code of
+    its internal currency ("" when unknown)."""
+
+    codes: dict[int, str] = dataclasses.field(default_factory=dict)
+    internal: str = ""
+
+    def code_for(self, currency_id: int | None) -> str | None:
+        """The ISO code of a company's currencyID (null: the internal currency), or None when
+        it is not known: the caller never guesses one."""
+        if currency_id is None:
+            return self.internal or None
+        return self.codes.get(currency_id)
+
+
+def currencies_read(client: AutotaskClient) -> Currencies:
+    """One Currencies query (a database has a handful: one page), inactive ones included (a
+    company may still name one). Rows without a usable code are left out. The internal currency
+    is the row flagged isInternalCurrency, or the only currency of a single-currency database."""
+    codes: dict[int, str] = {}
+    internal = ""
+    for currency in client.iter_currencies():
+        if currency.code is None:
+            log.warning("autotask currency %s has no ISO code in 'name': ignored", currency.id)
+            continue
+        codes[currency.id] = currency.code
+        if currency.is_internal:
+            internal = currency.code
+    if not internal and len(set(codes.values())) == 1:
+        internal = next(iter(codes.values()))
+    return Currencies(codes=codes, internal=internal)
+
+
+def connection_currencies(connection: AutotaskConnection) -> Currencies:
+    """The connection's cached Currencies (JSON keys are strings)."""
+    codes = {}
+    for key, code in (connection.currencies or {}).items():
+        if str(key).lstrip("-").isdigit() and isinstance(code, str) and code:
+            codes[int(key)] = code
+    return Currencies(codes=codes, internal=connection.internal_currency or "")
+
+
+def currencies_store(connection: AutotaskConnection, currencies: Currencies) -> None:
+    """Save the Currencies on the connection: one UPDATE of these columns only (the sync holds
+    its own copy of the row; a full save would write back its other fields)."""
+    values = {
+        "currencies": {str(k): v for k, v in sorted(currencies.codes.items())},
+        "internal_currency": currencies.internal,
+        "currencies_read_at": timezone.now(),
+    }
+    AutotaskConnection.objects.for_partner(connection.partner_id).filter(pk=connection.pk).update(
+        **values
+    )
+    for name, value in values.items():
+        setattr(connection, name, value)
+
+
+def currencies_refresh(connection: AutotaskConnection, client: AutotaskClient) -> Currencies:
+    """Read the database's Currencies again (one request) and cache them on the connection."""
+    currencies = currencies_read(client)
+    currencies_store(connection, currencies)
+    log.info(
+        "autotask currencies of partner %s refreshed: %d, internal %s",
+        connection.partner_id,
+        len(currencies.codes),
+        currencies.internal or "unknown",
+    )
+    return currencies
+
+
+# --- verification and preview -------------------------------------------------------------------
+
+
 @dataclass
 class Verified:
     zone_name: str
@@ -84,6 +169,8 @@ class Verified:
     ci: int | None
     threshold: int | None
     company_types: dict[int, str]
+    # None: not read (or Autotask refused them); the first sync reads them then.
+    currencies: Currencies | None = None
 
 
 def _client(username: str, secret: str) -> AutotaskClient:
@@ -113,14 +200,36 @@ def _company_types(client: AutotaskClient) -> dict[int, str]:
     return dict(DEFAULT_COMPANY_TYPES)
 
 
-def autotask_verify(*, username: str, secret: str, with_picklists: bool = True) -> Verified:
-    """Zone discovery + one authenticated call (+ the companyType picklist). Raises
+def _currencies_or_none(client: AutotaskClient) -> Currencies | None:
+    """The Currencies for the cache, or None: a refusal here must not fail a connect whose
+    credentials just worked (the first sync reads them, and says so if it cannot)."""
+    try:
+        return currencies_read(client)
+    except AutotaskError as exc:
+        log.warning("autotask currencies not read at connect: %s (%s)", exc.kind, exc.message)
+        return None
+
+
+def autotask_verify(
+    *,
+    username: str,
+    secret: str,
+    with_picklists: bool = True,
+    with_currencies: bool | None = None,
+) -> Verified:
+    """Zone discovery + one authenticated call (+ the companyType picklist, + the Currencies
+    for the connection's cache: both by default, neither for a plain check). Raises
     ConnectError with the message for the partner."""
+    if with_currencies is None:
+        with_currencies = with_picklists
+    currencies = None
     try:
         with _client(username, secret) as client:
             zone = client.zone
             threshold = client.check_connection()
             types = _company_types(client) if with_picklists else dict(DEFAULT_COMPANY_TYPES)
+            if with_currencies:
+                currencies = _currencies_or_none(client)
     except AutotaskError as exc:
         log.info("autotask verify failed: %s (%s)", exc.kind, type(exc).__name__)
         raise _map_error(exc) from exc
@@ -131,6 +240,7 @@ def autotask_verify(*, username: str, secret: str, with_picklists: bool = True) 
         ci=zone.ci,
         threshold=getattr(threshold, "external_request_threshold", None),
         company_types=types,
+        currencies=currencies,
     )
 
 

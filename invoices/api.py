@@ -14,13 +14,19 @@ from rest_framework.response import Response
 
 from partners.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENCY_RESPONSES, IdempotentCreateMixin
 from partners.tenancy import PartnerViewSetMixin
+from payments.services import ledger
 from payments.timeline import invoice_timeline
 
 from . import services as invoice_services
 from .models import Invoice, InvoiceStatus
 from .pdf import PdfUnavailable, invoice_pdf
 from .selectors import invoice_list
-from .serializers import InvoiceSerializer, TimelineEntrySerializer
+from .serializers import (
+    InvoiceSerializer,
+    MovePaymentsSerializer,
+    PaymentMoveSerializer,
+    TimelineEntrySerializer,
+)
 
 
 class InvoiceCreateSerializer(serializers.Serializer):
@@ -36,7 +42,12 @@ class InvoiceCreateSerializer(serializers.Serializer):
     tax = serializers.DecimalField(
         max_digits=14, decimal_places=2, min_value=Decimal("0"), default=Decimal("0.00")
     )
-    currency = serializers.RegexField(r"^[A-Za-z]{3}$", default="USD", help_text="e.g. USD")
+    currency = serializers.RegexField(
+        r"^[A-Za-z]{3}$",
+        required=False,
+        help_text="ISO code, e.g. EUR. Optional: the customer's currency (must match it if the "
+        "customer has one).",
+    )
 
     def validate(self, attrs):
         # The same rules as the dashboard's form (invoices/forms.py InvoiceCreateForm).
@@ -48,7 +59,8 @@ class InvoiceCreateSerializer(serializers.Serializer):
             errors["tax"] = ["Tax cannot be more than the total, which includes it."]
         if errors:
             raise serializers.ValidationError(errors)
-        attrs["currency"] = attrs["currency"].upper()
+        if attrs.get("currency"):
+            attrs["currency"] = attrs["currency"].upper()
         return attrs
 
 
@@ -126,6 +138,39 @@ class InvoiceViewSet(IdempotentCreateMixin, PartnerViewSetMixin, viewsets.ReadOn
         invoice = self.get_object()  # another partner's invoice: 404
         entries = invoice_timeline(partner=self.partner, invoice=invoice)
         return Response(TimelineEntrySerializer(entries, many=True).data)
+
+    @extend_schema(
+        operation_id="invoices_move_payments",
+        summary="Move a voided invoice's payments to its replacement",
+        description=(
+            "For an invoice voided in Autotask after payments were applied to it here (drift "
+            "reason `voided_after_payment`): moves its succeeded payments to `to_invoice`, the "
+            "invoice Autotask issued in its place (same customer and currency, open), in one "
+            "audited step; the write-back to Autotask follows the new invoice. Answers the "
+            "moves (an empty list when nothing was left to move). 409 with a `code` when the "
+            "move is not allowed."
+        ),
+        request=MovePaymentsSerializer,
+        responses={
+            200: PaymentMoveSerializer(many=True),
+            400: OpenApiResponse(description="Invalid input"),
+            404: OpenApiResponse(description="Not found"),
+            409: OpenApiResponse(description="Not allowed (see code)"),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="move-payments")
+    def move_payments(self, request, pk=None):
+        invoice = self.get_object()  # another partner's invoice: 404
+        data = MovePaymentsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        moves = ledger.payments_move(
+            partner=self.partner,
+            from_invoice_id=invoice.pk,
+            to_invoice_id=data.validated_data["to_invoice"],
+            user=request.user,
+            via="api",
+        )
+        return Response(PaymentMoveSerializer(moves, many=True).data)
 
     # --- archiving and invoices created here (R7, R9) ------------------------------------
 

@@ -53,7 +53,13 @@ class InvoiceCreateForm(forms.Form):
         error_messages={"min_value": "Tax cannot be negative."},
         **MONEY,
     )
-    currency = forms.CharField(label="Currency", min_length=3, max_length=3, initial="USD")
+    currency = forms.CharField(
+        label="Currency",
+        min_length=3,
+        max_length=3,
+        required=False,
+        help_text="Leave blank for the customer's currency.",
+    )
 
     def __init__(self, *args, partner, **kwargs):
         super().__init__(*args, **kwargs)
@@ -62,9 +68,9 @@ class InvoiceCreateForm(forms.Form):
         )
 
     def clean_currency(self):
-        value = self.cleaned_data["currency"].upper()
-        if not value.isascii() or not value.isalpha():
-            raise forms.ValidationError("Enter a three-letter currency code, like USD.")
+        value = (self.cleaned_data["currency"] or "").strip().upper()
+        if value and (not value.isascii() or not value.isalpha()):
+            raise forms.ValidationError("Enter a three-letter currency code, like EUR.")
         return value
 
     def clean_tax(self):
@@ -78,4 +84,13 @@ class InvoiceCreateForm(forms.Form):
         total, tax = data.get("total"), data.get("tax")
         if total is not None and tax is not None and tax > total:
             self.add_error("tax", "Tax cannot be more than the total, which includes it.")
+        # The customer's currency is the invoice's (invoices/services.py invoice_currency_for,
+        # which also decides when the customer has none).
+        customer, currency = data.get("customer"), data.get("currency")
+        if customer is not None and customer.currency and currency not in ("", customer.currency):
+            self.add_error(
+                "currency",
+                f"{customer.name} is billed in {customer.currency}: leave this blank or "
+                f"enter {customer.currency}.",
+            )
         return data

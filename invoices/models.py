@@ -3,6 +3,7 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Greatest
+from django.utils import timezone
 
 from customers.models import Customer, Source
 from partners.models import PartnerOwnedModel
@@ -64,6 +65,9 @@ class Invoice(PartnerOwnedModel):
     paid_here = models.DecimalField(**MONEY, default=ZERO)
     paid_in_autotask_on = models.DateField(null=True, blank=True)
     voided = models.BooleanField(default=False)
+    voided_at = models.DateTimeField(
+        null=True, blank=True, help_text="When Autotask voided it (voidedDate), if known."
+    )
     payment_term_id = models.IntegerField(null=True, blank=True)
     outstanding = models.GeneratedField(
         expression=_outstanding_expression(),
@@ -108,6 +112,37 @@ class Invoice(PartnerOwnedModel):
             models.Index(fields=["partner", "status"]),
             models.Index(fields=["partner", "customer"]),
         ]
+
+    # --- display (the generated `status` column has no get_status_display) -----------------
+
+    @property
+    def is_overdue(self) -> bool:
+        return (
+            self.status in (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
+            and self.due_date is not None
+            and self.due_date < timezone.localdate()
+        )
+
+    @property
+    def status_label(self) -> str:
+        """The status as partners read it: Open, Partially paid, Paid, Void, or Overdue."""
+        if self.is_overdue:
+            return "Overdue"
+        try:
+            return InvoiceStatus(self.status).label
+        except ValueError:
+            return str(self.status or "")
+
+    @property
+    def status_badge(self) -> str:
+        """The badge's colour class for `status_label`."""
+        if self.is_overdue:
+            return "bad"
+        return {
+            InvoiceStatus.PAID: "good",
+            InvoiceStatus.PARTIALLY_PAID: "warn",
+            InvoiceStatus.VOID: "muted",
+        }.get(self.status, "info")
 
     def __str__(self):
         return f"Invoice {self.number}"

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from customers.models import Customer
 from payments.timeline import KINDS as TIMELINE_KINDS
 
-from .models import Invoice, InvoiceStatus
+from .models import MONEY, Invoice, InvoiceStatus
 
 
 class CustomerRefSerializer(serializers.ModelSerializer):
@@ -20,6 +20,12 @@ class InvoiceSerializer(serializers.ModelSerializer):
     # and are typed in the schema, whatever the database driver returns.
     outstanding = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
     status = serializers.ChoiceField(choices=InvoiceStatus.choices, read_only=True)
+    overdue = serializers.BooleanField(
+        source="is_overdue", read_only=True, help_text="Open or partially paid, past its due date."
+    )
+    status_label = serializers.CharField(
+        read_only=True, help_text="The status in words: Open, Partially paid, Paid, Void, Overdue."
+    )
 
     class Meta:
         model = Invoice
@@ -39,6 +45,8 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "paid_here",
             "outstanding",
             "status",
+            "status_label",
+            "overdue",
             "paid_in_autotask_on",
             "voided",
             "archived_at",
@@ -63,3 +71,18 @@ class TimelineEntrySerializer(serializers.Serializer):
     link = serializers.CharField(
         allow_null=True, help_text="A dashboard page about the entry (the sync run), if any."
     )
+
+
+class MovePaymentsSerializer(serializers.Serializer):
+    to_invoice = serializers.IntegerField(
+        min_value=1, help_text="The id of the invoice Autotask issued in place of the voided one."
+    )
+
+
+class PaymentMoveSerializer(serializers.Serializer):
+    """One payment moved (an audit row: payments.models.PaymentMove)."""
+
+    payment = serializers.IntegerField(source="payment_id")
+    from_invoice = serializers.IntegerField(source="from_invoice_id")
+    to_invoice = serializers.IntegerField(source="to_invoice_id")
+    amount = serializers.DecimalField(**MONEY)

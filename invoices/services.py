@@ -29,14 +29,16 @@ SYNCED_FIELDS = [
     "tax",
     "paid_in_autotask_on",
     "voided",
+    "voided_at",
     "payment_term_id",
     "autotask_created_at",
+    "currency",  # the customer's (Autotask invoices carry none: issue 16), set by the engine
 ]
 
 
 # The lifecycle an invoice keeps following when it is otherwise held (archived here, its
 # customer archived here, paid): applied as reconciled (payments/services/reconcile.py).
-LIFECYCLE_FIELDS = ("paid_in_autotask_on", "voided")
+LIFECYCLE_FIELDS = ("paid_in_autotask_on", "voided", "voided_at")
 
 
 def money(value: Decimal | None) -> Decimal:
@@ -53,8 +55,17 @@ def shown_number(*, autotask_id: int, invoice_number: str | None, identifier: st
 
 
 def invoice_values_from_autotask(
-    record: AutotaskInvoice, *, identifier: str, payment_term_days: dict[int, int]
+    record: AutotaskInvoice,
+    *,
+    identifier: str,
+    payment_term_days: dict[int, int],
+    currency: str,
 ) -> dict:
+    """Our columns from an Autotask invoice. ``currency`` is its customer's (Autotask invoices
+    have no currency field: invoiceTotal is in the company's currency, API.md §10); the caller
+    decides it and never passes a guess."""
+    if len(currency or "") != 3:
+        raise ValueError(f"invoice {record.id}: no currency ({currency!r})")
     if record.invoice_date_time is None:
         raise ValueError("invoiceDateTime is missing")
     # invoiceDateTime is a date in Autotask's UI: take its date part, no time-zone shift.
@@ -76,8 +87,10 @@ def invoice_values_from_autotask(
         "tax": money(record.total_tax_value),
         "paid_in_autotask_on": record.paid_date,
         "voided": bool(record.is_voided),
+        "voided_at": record.voided_date if record.is_voided else None,
         "payment_term_id": record.payment_term,
         "autotask_created_at": record.create_date_time,
+        "currency": currency,
     }
 
 
@@ -135,9 +148,10 @@ def invoice_create_local(
     total: Decimal,
     due_date=None,
     tax: Decimal = Decimal("0.00"),
-    currency: str = "USD",
+    currency: str | None = None,
 ) -> Invoice:
-    """An invoice created here: source "local", no Autotask id, never sent to Autotask (R7)."""
+    """An invoice created here: source "local", no Autotask id, never sent to Autotask (R7).
+    Its currency is the customer's (`invoice_currency_for`)."""
     customer = Customer.objects.for_partner(partner).filter(pk=customer_id).first()
     if customer is None:
         raise DomainError("No such customer.", code="customer_not_found", status_code=400)
@@ -145,6 +159,7 @@ def invoice_create_local(
         raise DomainError("The customer is archived.", code="customer_archived", status_code=409)
     if total < 0 or tax < 0:
         raise DomainError("Amounts cannot be negative.", code="invalid_amount")
+    currency = invoice_currency_for(partner=partner, customer=customer, currency=currency)
     return Invoice.objects.create(
         partner=partner,
         customer=customer,
@@ -155,5 +170,41 @@ def invoice_create_local(
         due_date=due_date or invoice_date,
         total=money(total),
         tax=money(tax),
-        currency=(currency or "USD").upper()[:3],
+        currency=currency,
+    )
+
+
+def invoice_currency_for(*, partner, customer: Customer, currency: str | None) -> str:
+    """The currency of an invoice created here for `customer` (issue 16: never USD by default).
+
+    - A customer with a currency (every Autotask customer once its company was read) bills in
+      it: no currency given → the customer's; another one → refused (`currency_mismatch`), as
+      a payment in another currency would be refused.
+    - A customer without one (created here, or its Autotask currency unknown): the currency
+      given, else the internal currency of the partner's Autotask database when we know it,
+      else refused (`currency_required`).
+    """
+    given = (currency or "").strip().upper()
+    if given and (len(given) != 3 or not given.isascii() or not given.isalpha()):
+        raise DomainError("Enter a three-letter currency code, like EUR.", code="invalid_currency")
+    if customer.currency:
+        if given and given != customer.currency:
+            raise DomainError(
+                f"{customer.name} is billed in {customer.currency}: an invoice in {given} "
+                "cannot be created for this customer.",
+                code="currency_mismatch",
+                extra={"customer_currency": customer.currency},
+            )
+        return customer.currency
+    if given:
+        return given
+    internal = (
+        AutotaskConnection.objects.for_partner(partner)
+        .values_list("internal_currency", flat=True)
+        .first()
+    )
+    if internal:
+        return internal
+    raise DomainError(
+        "This customer has no currency: enter the invoice's currency.", code="currency_required"
     )

@@ -9,6 +9,7 @@ from config.api import DomainError
 from customers.models import Customer
 from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerFormView, PartnerPageView
+from payments.selectors import voided_after_payment
 from payments.timeline import invoice_timeline
 
 from . import services
@@ -60,6 +61,8 @@ class InvoiceDetailView(PartnerPageView):
         ctx["invoice"] = invoice = get_object_or_404(
             self.get_partner_queryset(Invoice).select_related("customer"), pk=self.kwargs["pk"]
         )
+        # Voided in Autotask after payment here: the proposed replacement and the move form.
+        ctx["voided_drift"] = voided_after_payment(partner=self.partner, invoice=invoice)
         # Newest first on the page (the API gives it oldest first).
         ctx["timeline"] = invoice_timeline(partner=self.partner, invoice=invoice)[::-1]
         return ctx

@@ -7,6 +7,8 @@ from django.http import HttpResponseRedirect
 from django.views.generic import FormView, TemplateView
 
 from config.api import DomainError
+from payments.overview import partner_overview
+from sync.selectors import partner_zone
 
 from . import idempotency
 from .models import User
@@ -88,4 +90,6 @@ class DashboardHomeView(PartnerPageView):
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
         ctx["team"] = self.get_partner_queryset(User).order_by("username")
+        ctx["o"] = partner_overview(partner=self.partner)
+        ctx["zone"] = partner_zone(self.partner)
         return ctx

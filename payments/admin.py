@@ -6,17 +6,19 @@ field)."""
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from config.api import DomainError
 from ops.mixins import OpsActionsMixin, PartnerColumnMixin, change_url
 
 from .models import (
     Payment,
+    PaymentMove,
     PaymentSettings,
     ReconciliationDrift,
     WebhookEvent,
     WritebackAttempt,
     WritebackOutbox,
 )
-from .services import webhook_events, writeback
+from .services import ledger, webhook_events, writeback
 
 
 class ReadOnlyAdmin(PartnerColumnMixin, admin.ModelAdmin):
@@ -234,14 +236,16 @@ class DriftOpenFilter(admin.SimpleListFilter):
 
 
 @admin.register(ReconciliationDrift)
-class ReconciliationDriftAdmin(ReadOnlyAdmin):
+class ReconciliationDriftAdmin(OpsActionsMixin, ReadOnlyAdmin):
     """Autotask reads that contradicted the ledger (payments/services/reconcile.py), every
-    partner's; the partner sees its own on Payments → Reconciliation."""
+    partner's; the partner sees its own on Payments → Reconciliation. Ops can move a voided
+    invoice's payments to its proposed replacement (the same audited step as the partner's)."""
 
     list_display = [
         "invoice",
         "partner_name",
         "reason",
+        "replacement",
         "autotask_value",
         "ledger_value",
         "created_at",
@@ -250,5 +254,59 @@ class ReconciliationDriftAdmin(ReadOnlyAdmin):
     ]
     list_filter = [DriftOpenFilter, "reason"]
     search_fields = ["invoice__number", "=invoice__autotask_id", "partner__name"]
-    list_select_related = ["invoice", "partner"]
+    list_select_related = ["invoice", "partner", "replacement"]
+    date_hierarchy = "created_at"
+    actions = ["move_to_replacement"]
+
+    @admin.action(
+        description="Move payments to the proposed replacement (voided after payment)",
+        permissions=["ops"],
+    )
+    def move_to_replacement(self, request, queryset):
+        moved = skipped = 0
+        for drift in queryset.select_related("partner"):
+            if (
+                drift.reason != ReconciliationDrift.Reason.VOIDED_AFTER_PAYMENT
+                or drift.resolved_at is not None
+                or drift.replacement_id is None
+            ):
+                skipped += 1
+                continue
+            try:
+                moves = ledger.payments_move(
+                    partner=drift.partner,
+                    from_invoice_id=drift.invoice_id,
+                    to_invoice_id=drift.replacement_id,
+                    user=request.user,
+                    via="ops",
+                )
+            except DomainError as exc:
+                self.message_user(request, f"{drift}: {exc.message}", messages.ERROR)
+                continue
+            moved += 1
+            self.log_change(
+                request, drift, f"{len(moves)} payment(s) moved to invoice {drift.replacement_id}."
+            )
+        self.message_user(
+            request, f"{moved} invoice(s) resolved; {skipped} skipped (not open, no replacement)."
+        )
+
+
+@admin.register(PaymentMove)
+class PaymentMoveAdmin(ReadOnlyAdmin):
+    """The audit of payments moved from an invoice voided in Autotask to its replacement."""
+
+    list_display = [
+        "payment",
+        "partner_name",
+        "from_invoice",
+        "to_invoice",
+        "amount",
+        "moved_by",
+        "via",
+        "created_at",
+    ]
+    list_filter = ["via"]
+    search_fields = ["from_invoice__number", "to_invoice__number", "partner__name"]
+    list_select_related = ["payment", "partner", "from_invoice", "to_invoice", "moved_by"]
     date_hierarchy = "created_at"

@@ -131,6 +131,13 @@ class DriftEntrySerializer(serializers.Serializer):
         read_only=True, help_text="The one action that resolves it, in a plain sentence"
     )
     since = serializers.DateTimeField(read_only=True)
+    replacement = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="voided_after_payment: the invoice proposed to take its payments "
+        "(POST /api/v1/invoices/{invoice}/move-payments/).",
+    )
+    replacement_number = serializers.CharField(read_only=True)
 
 
 @extend_schema(

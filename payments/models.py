@@ -241,6 +241,8 @@ class WritebackAttempt(PartnerOwnedModel):
         RETRY = "retry", "Will retry"
         PARKED = "parked", "Parked"
         FAILED = "failed", "Failed"
+        # The PATCH was accepted but the read-back showed another paidDate (issue 16).
+        MISMATCH = "mismatch", "Not applied (read back)"
 
     outbox = models.ForeignKey(
         WritebackOutbox, on_delete=models.CASCADE, related_name="attempts_log"
@@ -280,6 +282,14 @@ class ReconciliationDrift(PartnerOwnedModel):
             "paid_date_not_cleared",
             "paidDate we cleared is still (or again) set in Autotask",
         )
+        WRITEBACK_NOT_APPLIED = (
+            "writeback_not_applied",
+            "Autotask accepted our paidDate but reading it back shows another value",
+        )
+        VOIDED_AFTER_PAYMENT = (
+            "voided_after_payment",
+            "Voided in Autotask after payment here",
+        )
 
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="drifts")
     reason = models.CharField(max_length=40, choices=Reason.choices)
@@ -291,6 +301,14 @@ class ReconciliationDrift(PartnerOwnedModel):
         max_length=40, blank=True, help_text="paidDate our ledger says Autotask has (empty: none)."
     )
     run_id = models.BigIntegerField(null=True, blank=True, help_text="The sync run that read it.")
+    replacement = models.ForeignKey(
+        Invoice,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Voided after payment: the invoice Autotask issued in its place, if found.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
@@ -310,3 +328,26 @@ class ReconciliationDrift(PartnerOwnedModel):
 
     def __str__(self):
         return f"Drift of invoice {self.invoice_id}: {self.reason}"
+
+
+class PaymentMove(PartnerOwnedModel):
+    """Audit entry: a payment moved from one invoice to another (a voided invoice's payments to
+    its replacement, payments/services/ledger.py `payments_move`). Never edited or deleted."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="moves")
+    from_invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="+")
+    to_invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="+")
+    amount = models.DecimalField(**MONEY)
+    moved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    via = models.CharField(max_length=20, help_text="dashboard, api or ops.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PartnerOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"Payment {self.payment_id} moved {self.from_invoice_id} -> {self.to_invoice_id}"

@@ -3,7 +3,8 @@
 The drift report (issue 16, item 3): every invoice whose state here and in Autotask differ, with
 its reason and the one action that resolves it. Today that is
 - open `ReconciliationDrift` rows (an Autotask read contradicted our ledger after our write-back
-  settled, payments/services/reconcile.py), and
+  settled, or an invoice was voided in Autotask after payments here: payments/services/
+  reconcile.py), and
 - write-backs we have not finished: parked or failed ("write-back failed", needs someone) and
   pending or sending ("write-back pending", resolves itself).
 """
@@ -39,7 +40,18 @@ _ACTIONS = {
     ReconciliationDrift.Reason.PAID_DATE_NOT_CLEARED: (
         "Check the invoice in Autotask: clear its paidDate, no payment here covers it any more."
     ),
+    ReconciliationDrift.Reason.WRITEBACK_NOT_APPLIED: (
+        "Autotask accepted our update but kept its own paidDate: set it to {ledger} in "
+        "Autotask by hand (none: clear it)."
+    ),
+    ReconciliationDrift.Reason.VOIDED_AFTER_PAYMENT: (
+        "Move its payments to invoice {replacement}, which Autotask issued in its place."
+    ),
 }
+VOIDED_NO_REPLACEMENT_ACTION = (
+    "Re-issue the invoice in Autotask (or tell us which invoice replaces it): its payments "
+    "will then be moved to the new invoice in one step."
+)
 NOT_CONNECTED_ACTION = (
     "Reconnect Autotask on the Integrations page, then ask support to retry the write-back "
     "(Payments → Write-back outbox)."
@@ -60,13 +72,17 @@ class DriftEntry:
     detail: str
     action: str
     since: datetime
+    # Voided after payment: the proposed replacement (moving the payments there resolves it).
+    drift_id: int | None = None
+    replacement: int | None = None
+    replacement_number: str = ""
 
 
 def _drift_entries(partner) -> list[DriftEntry]:
     rows = (
         ReconciliationDrift.objects.for_partner(partner)
         .filter(resolved_at__isnull=True)
-        .select_related("invoice")
+        .select_related("invoice", "replacement")
         .order_by("-created_at", "-id")
     )
     return [
@@ -76,13 +92,24 @@ def _drift_entries(partner) -> list[DriftEntry]:
             reason=row.reason,
             reason_label=REASONS.get(row.reason, row.reason),
             detail=row.detail,
-            action=_ACTIONS.get(row.reason, "Check the invoice in Autotask.").format(
-                ledger=row.ledger_value or "none"
-            ),
+            action=_action(row),
             since=row.created_at,
+            drift_id=row.pk,
+            replacement=row.replacement_id,
+            replacement_number=row.replacement.number if row.replacement_id else "",
         )
         for row in rows
     ]
+
+
+def _action(row: ReconciliationDrift) -> str:
+    if row.reason == ReconciliationDrift.Reason.VOIDED_AFTER_PAYMENT and not row.replacement_id:
+        return VOIDED_NO_REPLACEMENT_ACTION
+    template = _ACTIONS.get(row.reason, "Check the invoice in Autotask.")
+    return template.format(
+        ledger=row.ledger_value or "none",
+        replacement=row.replacement.number if row.replacement_id else "",
+    )
 
 
 def _writeback_detail(outbox: WritebackOutbox) -> str:
@@ -133,3 +160,20 @@ def drift_report(*, partner, include_pending: bool = True) -> list[DriftEntry]:
     entries = _drift_entries(partner) + _writeback_entries(partner, pending=include_pending)
     entries.sort(key=lambda e: (e.since, e.invoice), reverse=True)
     return entries
+
+
+def voided_after_payment(*, partner, invoice) -> ReconciliationDrift | None:
+    """The invoice's open `voided_after_payment` drift row (with its proposed replacement), or
+    None: the invoice page offers the move from it."""
+    if not invoice.voided:
+        return None
+    return (
+        ReconciliationDrift.objects.for_partner(partner)
+        .filter(
+            invoice=invoice,
+            reason=ReconciliationDrift.Reason.VOIDED_AFTER_PAYMENT,
+            resolved_at__isnull=True,
+        )
+        .select_related("replacement")
+        .first()
+    )

@@ -17,10 +17,11 @@ from django.utils import timezone
 
 from invoices.models import Invoice
 from sync.models import ChangeLogEntry, SyncRun
-from sync.wording import describe_run
+from sync.wording import describe_run, field_label, field_value
 
 from .models import (
     Payment,
+    PaymentMove,
     ReconciliationDrift,
     WritebackAttempt,
     WritebackOutbox,
@@ -59,26 +60,6 @@ class TimelineEntry:
     link: str | None = None  # a dashboard page about the entry (the sync run)
 
 
-# The invoice's fields as a partner calls them (never the raw field name).
-FIELD_LABELS = {
-    "autotask_invoice_number": "Autotask invoice number",
-    "number": "Invoice number",
-    "invoice_date": "Invoice date",
-    "due_date": "Due date",
-    "total": "Total",
-    "tax": "Tax",
-    "credits": "Credits in Autotask",
-    "currency": "Currency",
-    "paid_in_autotask_on": "Paid in Autotask",
-    "voided": "Voided in Autotask",
-    "payment_term_id": "Payment terms",
-    "customer_id": "Customer",
-    "autotask_created_at": "Created in Autotask",
-    "missing_in_autotask_since": "No longer in Autotask",
-    "archived_at": "Archived",
-    "paid_here": "Paid here",
-}
-
 DRIFT_TITLES = {
     ReconciliationDrift.Reason.PAID_DATE_CLEARED: (
         "Autotask cleared the paid date, but payments here cover the invoice"
@@ -89,6 +70,10 @@ DRIFT_TITLES = {
     ReconciliationDrift.Reason.PAID_DATE_NOT_CLEARED: (
         "Autotask still shows a paid date that we cleared"
     ),
+    ReconciliationDrift.Reason.WRITEBACK_NOT_APPLIED: (
+        "Autotask accepted our paid date but did not apply it"
+    ),
+    ReconciliationDrift.Reason.VOIDED_AFTER_PAYMENT: "Voided in Autotask after payment here",
 }
 
 SOURCE_WORDS = {
@@ -97,18 +82,8 @@ SOURCE_WORDS = {
 }
 
 
-def _label(field: str) -> str:
-    return FIELD_LABELS.get(field) or field.replace("_", " ").capitalize()
-
-
-def _value(field: str, value: str | None) -> str:
-    if value is None or value == "":
-        return "none"
-    if field == "voided":
-        return "yes" if value in ("True", "true", "1") else "no"
-    if field in ("missing_in_autotask_since", "archived_at", "autotask_created_at"):
-        return value[:16].replace("T", " ")
-    return value
+_label = field_label
+_value = field_value
 
 
 def _run_link(run_id: int | None) -> str | None:
@@ -243,6 +218,30 @@ def invoice_timeline(*, partner, invoice: Invoice) -> list[TimelineEntry]:
                     )
                 )
 
+    # --- payments moved from a voided invoice to its replacement ------------------------------
+    moves = (
+        PaymentMove.objects.for_partner(partner)
+        .filter(Q(from_invoice=invoice) | Q(to_invoice=invoice))
+        .select_related("from_invoice", "to_invoice")
+        .order_by("id")
+    )
+    for m in moves:
+        outgoing = m.from_invoice_id == invoice.pk
+        other = m.to_invoice if outgoing else m.from_invoice
+        entries.append(
+            TimelineEntry(
+                at=m.created_at,
+                kind=Kind.PAYMENT,
+                title=(
+                    f"Payment moved to invoice {other.number}"
+                    if outgoing
+                    else f"Payment moved here from voided invoice {other.number}"
+                ),
+                detail=f"{m.amount} {invoice.currency}, moved via {m.via}.",
+                payment_id=m.payment_id,
+            )
+        )
+
     # --- write-back to Autotask, attempt by attempt --------------------------------------------
     outbox = WritebackOutbox.objects.for_partner(partner).filter(invoice=invoice).first()
     if outbox is not None:
@@ -280,7 +279,9 @@ def invoice_timeline(*, partner, invoice: Invoice) -> list[TimelineEntry]:
     # --- reconciliation drift ----------------------------------------------------------------
     for d in ReconciliationDrift.objects.for_partner(partner).filter(invoice=invoice):
         values = (
-            f"Autotask shows {d.autotask_value or 'no paid date'}; "
+            ""
+            if d.reason == ReconciliationDrift.Reason.VOIDED_AFTER_PAYMENT
+            else f"Autotask shows {d.autotask_value or 'no paid date'}; "
             f"our records say {d.ledger_value or 'no paid date'}."
         )
         entries.append(
@@ -298,7 +299,11 @@ def invoice_timeline(*, partner, invoice: Invoice) -> list[TimelineEntry]:
                 TimelineEntry(
                     at=d.resolved_at,
                     kind=Kind.DRIFT,
-                    title="Autotask agrees with our records again",
+                    title=(
+                        "Resolved: payments moved to the replacement invoice"
+                        if d.reason == ReconciliationDrift.Reason.VOIDED_AFTER_PAYMENT
+                        else "Autotask agrees with our records again"
+                    ),
                     detail="The difference above is resolved.",
                     run_id=d.run_id,
                 )
@@ -320,6 +325,7 @@ ATTEMPT_TITLES = {
     WritebackAttempt.Outcome.RETRY: "Autotask update will be retried",
     WritebackAttempt.Outcome.PARKED: "Autotask update needs attention",
     WritebackAttempt.Outcome.FAILED: "Autotask update failed",
+    WritebackAttempt.Outcome.MISMATCH: "Autotask update accepted but not applied",
 }
 
 
@@ -335,6 +341,8 @@ def _attempt_entry(a: WritebackAttempt) -> TimelineEntry:
         title = ATTEMPT_TITLES.get(a.outcome, "Autotask update")
         if a.outcome == WritebackAttempt.Outcome.SENDING:
             answer = "No answer from Autotask yet."
+        elif a.outcome == WritebackAttempt.Outcome.MISMATCH:  # the error is a whole sentence
+            answer = a.error or "Autotask accepted it but shows another paid date."
         else:
             answer = f"Autotask answered: {a.error or a.error_kind or 'an error'}."
         if a.retry_in_seconds:

@@ -8,4 +8,5 @@ urlpatterns = [
     path("drift/", views.DriftReportView.as_view(), name="drift"),
     path("<int:pk>/delete/", views.PaymentDeleteView.as_view(), name="delete"),
     path("invoice/<int:invoice_pk>/record/", views.PaymentRecordView.as_view(), name="record"),
+    path("invoice/<int:invoice_pk>/move/", views.PaymentsMoveView.as_view(), name="move"),
 ]

@@ -158,6 +158,39 @@ class PaymentRecordView(PartnerRequiredMixin, View):
         return HttpResponseRedirect(reverse("invoices:detail", args=[invoice.pk]))
 
 
+class PaymentsMoveView(PartnerRequiredMixin, View):
+    """POST `to_invoice`: move a voided invoice's payments to its replacement
+    (ledger.payments_move), from the reconciliation page or the invoice page."""
+
+    def post(self, request, invoice_pk):
+        invoice = get_object_or_404(self.get_partner_queryset(Invoice), pk=invoice_pk)
+        try:
+            to_invoice = int(request.POST.get("to_invoice", ""))
+        except ValueError:
+            messages.error(request, "Choose the invoice to move the payments to.")
+        else:
+            try:
+                moves = ledger.payments_move(
+                    partner=self.partner,
+                    from_invoice_id=invoice.pk,
+                    to_invoice_id=to_invoice,
+                    user=request.user,
+                    via="dashboard",
+                )
+                messages.success(
+                    request,
+                    f"{len(moves)} payment(s) moved from invoice {invoice.number}."
+                    if moves
+                    else "No payment was left to move.",
+                )
+                return HttpResponseRedirect(reverse("invoices:detail", args=[to_invoice]))
+            except DomainError as exc:
+                messages.error(request, exc.message)
+        if request.POST.get("next") == "drift":
+            return HttpResponseRedirect(reverse("payments:drift"))
+        return HttpResponseRedirect(reverse("invoices:detail", args=[invoice.pk]))
+
+
 class PaymentDeleteView(PartnerRequiredMixin, View):
     def post(self, request, pk):
         payment = get_object_or_404(self.get_partner_queryset(Payment), pk=pk)

@@ -46,6 +46,7 @@ from integrations.autotask.query import Q, Query
 from integrations.autotask.records import Company
 from integrations.autotask.records import Invoice as AutotaskInvoice
 from integrations.models import AutotaskConnection
+from integrations.services import connection_currencies, currencies_refresh
 from invoices.models import Invoice, InvoiceStatus
 from invoices.pdf import fetch_and_store
 from invoices.services import LIFECYCLE_FIELDS, invoice_values_from_autotask, protect_invoice
@@ -69,6 +70,9 @@ from .tuning import (
 from .upsert import HOLD, UpsertResult, upsert_page
 
 log = logging.getLogger(__name__)
+
+# The customer's currency is synced too (issue 16); customers/services.py maps the rest.
+CUSTOMER_TRACKED = [*CUSTOMER_FIELDS, "currency"]
 
 
 class LeaseLost(Exception):
@@ -115,6 +119,9 @@ class SyncEngine(RereadPhases):
         }
         self.skipped_reasons: dict[str, int] = dict(run.skipped_reasons or {})
         self.cursor: dict[str, Any] = dict(run.cursor or {})
+        # The connection's cached Autotask Currencies; read again at most once a run, when a
+        # company names a currency not in it (`_company_currencies`).
+        self.currencies = connection_currencies(connection)
 
     # --- entry point -----------------------------------------------------------------------
 
@@ -237,7 +244,7 @@ class SyncEngine(RereadPhases):
 
     def _company_page(self, phase: str, page) -> None:
         companies = self._parse_records(Company, page.items)
-        rows = [customer_values_from_company(c) for c in companies]
+        rows = self._customer_rows(companies)
         last_id = self._last_id(phase, page)
         with transaction.atomic():
             self._apply_customers(rows)
@@ -248,7 +255,7 @@ class SyncEngine(RereadPhases):
         def handle(phase: str, page) -> None:
             records = self._parse_records(AutotaskInvoice, page.items)
             if fetch_missing_companies:
-                self._fetch_missing_companies({r.company_id for r in records})
+                self._fetch_missing_companies(records)
             last_id = self._last_id(phase, page)
             with transaction.atomic():
                 self._apply_invoices(records)
@@ -331,12 +338,78 @@ class SyncEngine(RereadPhases):
         for reason, n in result.skipped.items():
             self._skip(reason, n)
 
+    # --- currencies (issue 16) ---------------------------------------------------------------
+
+    def _company_currencies(self, companies: list[Company]) -> dict[int, str]:
+        """{company id: ISO code} of the companies whose currency is known. A currencyID the
+        cached Currencies lack (or a null one while the internal currency is unknown, e.g. the
+        first sync of a connection whose connect could not read them) reads them again: one
+        request, at most once a run (the flag is committed with the run's cursor). An hourly
+        run with nothing new reads no company, so it never asks."""
+        if not self.cursor.get("currencies_read") and any(
+            self.currencies.code_for(c.currency_id) is None for c in companies
+        ):
+            try:
+                self.currencies = currencies_refresh(self.connection, self.client)
+            except (AutotaskRequestError, AutotaskResponseError) as exc:
+                # Refused or unreadable: the companies concerned keep their currency (below).
+                # (Throttling and outages propagate: the run is requeued and asks again.)
+                log.warning("autotask currencies not read for run %s: %s", self.run.id, exc)
+                self._skip(f"Autotask Currencies could not be read: {exc.message}"[:200])
+            self.cursor["currencies_read"] = True
+        out = {}
+        for company in companies:
+            code = self.currencies.code_for(company.currency_id)
+            if code is not None:
+                out[company.id] = code
+        return out
+
+    def _customer_rows(self, companies: list[Company]) -> list[dict]:
+        """Customer rows with their currency. Decision (issue 16: never a guessed USD): a
+        company whose currency is still unknown after the refresh keeps the currency its
+        customer has here (none for a new customer), the run records why (a skip reason per
+        currency id) and the log names the companies; the rest of the company is applied. The
+        invoices of a customer without a currency are not created (`_apply_invoices`)."""
+        known = self._company_currencies(companies)
+        rows = []
+        unknown: dict[int, int | None] = {}  # company id -> its currencyID
+        for company in companies:
+            row = customer_values_from_company(company)
+            if company.id in known:
+                row["currency"] = known[company.id]
+            else:
+                unknown[company.id] = company.currency_id
+            rows.append(row)
+        if unknown:
+            previous = dict(
+                Customer.objects.for_partner(self.partner)
+                .filter(autotask_id__in=list(unknown))
+                .values_list("autotask_id", "currency")
+            )
+            for row in rows:
+                if row["autotask_id"] in unknown:
+                    row["currency"] = previous.get(row["autotask_id"], "")
+            for currency_id in unknown.values():
+                what = "null (internal currency unknown)" if currency_id is None else currency_id
+                self._skip(
+                    f"currency unknown (Autotask currencyID {what} not in its Currencies): "
+                    "customer's currency left as it was"
+                )
+            log.warning(
+                "run %s: Autotask companies %s name currencies not in Autotask's Currencies "
+                "(%s): their customers keep their currency",
+                self.run.id,
+                sorted(unknown),
+                sorted({str(v) for v in unknown.values()}),
+            )
+        return rows
+
     def _apply_customers(self, rows: list[dict]) -> UpsertResult:
         result = upsert_page(
             model=Customer,
             partner=self.partner,
             rows=rows,
-            tracked_fields=CUSTOMER_FIELDS,
+            tracked_fields=CUSTOMER_TRACKED,
             record_type="customer",
             run=self.run,
             now=self.clock(),
@@ -348,22 +421,38 @@ class SyncEngine(RereadPhases):
     def _apply_invoices(self, records: list[AutotaskInvoice]) -> None:
         company_ids = {r.company_id for r in records}
         customers = {
-            at_id: (pk, archived)
-            for at_id, pk, archived in Customer.objects.for_partner(self.partner)
+            at_id: (pk, archived, currency)
+            for at_id, pk, archived, currency in Customer.objects.for_partner(self.partner)
             .filter(autotask_id__in=company_ids)
-            .values_list("autotask_id", "id", "archived_at")
+            .values_list("autotask_id", "id", "archived_at", "currency")
         }
+        # An invoice takes its customer's currency. A customer without one (its company not
+        # read since the currency existed here, or its currency unknown in Autotask): an
+        # invoice here keeps its own, a new one is not created (never a guessed USD).
+        kept = {}
+        if any(not c[2] for c in customers.values()):
+            kept = dict(
+                Invoice.objects.for_partner(self.partner)
+                .filter(autotask_id__in=[r.id for r in records])
+                .values_list("autotask_id", "currency")
+            )
         rows = []
         for record in records:
             customer = customers.get(record.company_id)
             if customer is None:
                 self._skip("customer not synced (filtered out or unknown)")
                 continue
+            currency = customer[2] or kept.get(record.id)
+            if not currency:
+                self._skip("invoice not created: its customer's currency is unknown")
+                self.counts["failed"] += 1
+                continue
             try:
                 values = invoice_values_from_autotask(
                     record,
                     identifier=self.connection.identifier,
                     payment_term_days=self.payment_terms,
+                    currency=currency,
                 )
             except ValueError as exc:
                 self._skip(f"invalid invoice: {exc}")
@@ -393,13 +482,27 @@ class SyncEngine(RereadPhases):
         )
         self._count(result)
 
-    def _fetch_missing_companies(self, company_ids: set[int]) -> None:
-        known = set(
+    def _fetch_missing_companies(self, records: list[AutotaskInvoice]) -> None:
+        """The companies of these invoices that are not customers here, and those of customers
+        without a currency that have an invoice not here yet (it needs the currency to be
+        created; an invoice here keeps its own), fetched by id and applied. The latter are
+        applied whatever the filters say: they are customers here already."""
+        company_ids = {r.company_id for r in records}
+        known = dict(
             Customer.objects.for_partner(self.partner)
             .filter(autotask_id__in=company_ids)
-            .values_list("autotask_id", flat=True)
+            .values_list("autotask_id", "currency")
         )
-        missing = sorted(company_ids - known)
+        no_currency = {at_id for at_id, currency in known.items() if not currency}
+        if no_currency:
+            candidates = [r for r in records if r.company_id in no_currency]
+            here = set(
+                Invoice.objects.for_partner(self.partner)
+                .filter(autotask_id__in=[r.id for r in candidates])
+                .values_list("autotask_id", flat=True)
+            )
+            no_currency = {r.company_id for r in candidates if r.id not in here}
+        missing = sorted((company_ids - set(known)) | no_currency)
         if not missing:
             return
         items = []
@@ -410,10 +513,11 @@ class SyncEngine(RereadPhases):
         companies = [
             c
             for c in self._parse_records(Company, items)
-            if sync_filters.company_passes(self.filters, c)
+            if c.id in no_currency or sync_filters.company_passes(self.filters, c)
         ]
+        rows = self._customer_rows(companies)  # may read the Currencies: not in the transaction
         with transaction.atomic():
-            self._apply_customers([customer_values_from_company(c) for c in companies])
+            self._apply_customers(rows)
             self._commit_page("companies_by_id")
 
     # --- commits, fenced by the owner token --------------------------------------------------

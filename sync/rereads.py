@@ -11,7 +11,6 @@ from django.db import transaction
 from django.db.models import Q as Where
 
 from customers.models import Customer
-from customers.services import customer_values_from_company
 from integrations import filters as sync_filters
 from integrations.autotask.query import Q, Query
 from integrations.autotask.records import Company
@@ -111,7 +110,7 @@ class RereadPhases:
             for page in self.client.iter_pages("Invoices", query, parse=False):
                 items.extend(page.items)
             records = self._parse_records(AutotaskInvoice, items)
-            self._fetch_missing_companies({r.company_id for r in records})
+            self._fetch_missing_companies(records)
             with transaction.atomic():
                 self._apply_invoices(records)
                 self._commit_page("reconcile")
@@ -182,19 +181,18 @@ class RereadPhases:
             returned = {item.get("id") for item in page.items}
             last_id = self._last_id(phase, page)
             companies = self._parse_records(Company, page.items)
+            here = set(
+                Customer.objects.for_partner(self.partner)
+                .filter(autotask_id__in=[c.id for c in companies])
+                .values_list("autotask_id", flat=True)
+            )
+            # Before the page's transaction: it may read the Currencies (one request).
+            kept = [
+                c for c in companies if c.id in here or sync_filters.company_passes(self.filters, c)
+            ]
+            rows = self._customer_rows(kept)
             with transaction.atomic():
-                here = set(
-                    Customer.objects.for_partner(self.partner)
-                    .filter(autotask_id__in=[c.id for c in companies])
-                    .values_list("autotask_id", flat=True)
-                )
-                self._apply_customers(
-                    [
-                        customer_values_from_company(c)
-                        for c in companies
-                        if c.id in here or sync_filters.company_passes(self.filters, c)
-                    ]
-                )
+                self._apply_customers(rows)
                 self._flag_missing_customers(after, last_id, returned)
                 self.cursor[f"{phase}_after_id"] = after = last_id
                 self._commit_page(phase)

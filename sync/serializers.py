@@ -11,6 +11,9 @@ from .wording import describe_run, plain_error
 class SyncRunSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:sync-run-detail")
     duration_seconds = serializers.SerializerMethodField()
+    error_text = serializers.SerializerMethodField(
+        help_text="The error in plain words for the partner (error_message is the raw one)."
+    )
 
     class Meta:
         model = SyncRun
@@ -35,11 +38,15 @@ class SyncRunSerializer(serializers.ModelSerializer):
             "requests_used",
             "error_kind",
             "error_message",
+            "error_text",
         ]
         read_only_fields = fields
 
     def get_duration_seconds(self, run) -> float | None:
         return run.duration.total_seconds() if run.duration else None
+
+    def get_error_text(self, run) -> str:
+        return plain_error(run)
 
 
 class ChangeSerializer(serializers.ModelSerializer):

@@ -80,3 +80,45 @@ def describe_run(run: SyncRun) -> str:
         return "first sync after connecting"
     word = TRIGGER_WORDS.get(run.trigger, run.trigger)
     return f"{word} {run.get_kind_display().lower()} sync"
+
+
+# Synced fields as a partner calls them (run pages, the invoice timeline): never the raw name.
+FIELD_LABELS = {
+    "autotask_invoice_number": "Autotask invoice number",
+    "number": "Invoice number",
+    "invoice_date": "Invoice date",
+    "due_date": "Due date",
+    "total": "Total",
+    "tax": "Tax",
+    "credits": "Credits in Autotask",
+    "currency": "Currency",
+    "paid_in_autotask_on": "Paid in Autotask",
+    "voided": "Voided in Autotask",
+    "payment_term_id": "Payment terms",
+    "customer_id": "Customer",
+    "autotask_created_at": "Created in Autotask",
+    "missing_in_autotask_since": "No longer in Autotask",
+    "archived_at": "Archived",
+    "paid_here": "Paid here",
+    "name": "Name",
+    "email": "Email",
+    "phone": "Phone",
+    "is_active": "Active in Autotask",
+    "address": "Address",
+    "company_type": "Company type",
+}
+
+
+def field_label(field: str) -> str:
+    return FIELD_LABELS.get(field) or field.replace("_", " ").capitalize()
+
+
+def field_value(field: str, value: str | None) -> str:
+    """A stored change-log value in plain words."""
+    if value is None or value == "":
+        return "none"
+    if field in ("voided", "is_active"):
+        return "yes" if value in ("True", "true", "1") else "no"
+    if field in ("missing_in_autotask_since", "archived_at", "autotask_created_at"):
+        return value[:16].replace("T", " ")
+    return value

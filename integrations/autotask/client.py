@@ -42,6 +42,7 @@ from .records import (
     BillingItem,
     Company,
     Contact,
+    Currency,
     EntityField,
     Invoice,
     InvoicePdf,
@@ -580,6 +581,13 @@ class AutotaskClient:
     ) -> Iterator[BillingItem]:
         """Invoice lines: pass ``[Q.eq("invoiceID", invoice_id)]`` (AT-help Invoices)."""
         return self.iter_records("BillingItems", query)
+
+    def iter_currencies(
+        self, query: Query | Sequence[Condition] | None = None
+    ) -> Iterator[Currency]:
+        """Currencies (API.md §10): the ISO code of a company's ``currencyID`` and the
+        database's internal currency. A database has a handful: one page."""
+        return self.iter_records("Currencies", query)
 
     def iter_invoices_by_ids(self, ids: Iterable[int]) -> Iterator[Invoice]:
         return self.iter_by_ids("Invoices", ids)

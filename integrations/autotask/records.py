@@ -1,8 +1,8 @@
 """Typed, frozen records parsed at the boundary (STYLE.md: a bad shape fails at once).
 
 Field names and types follow ``shared/autotask/API.md`` §5 (Invoices §5.1, Companies §5.2,
-Contacts §5.3, PaymentTerms §5.4, BillingItems §5.5), §1 (zone), §4 (ThresholdInformation) and
-§3.1 (entityInformation/fields). Rules:
+Contacts §5.3, PaymentTerms §5.4, BillingItems §5.5), §10 (Currencies), §1 (zone), §4
+(ThresholdInformation) and §3.1 (entityInformation/fields). Rules:
 
 - Unknown fields are ignored (Autotask adds fields over time, e.g. ``invoiceStatus``); missing
   optional fields become ``None`` (``IncludeFields`` queries return only what was asked).
@@ -417,6 +417,40 @@ class PaymentTerm(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class Currency(_Record):
+    """Currencies (API.md §10: ``Companies.currencyID`` points here; fields from Swagger-2020
+    ``CurrencyModel``). ``code`` is ``name`` upper-cased: the ISO code ("EUR") as far as the
+    evidence goes (UNVERIFIED that Autotask puts the code there), None when missing or not three
+    letters, so a caller never takes a description for a code. ``is_internal`` marks the
+    database's own currency (a company whose currencyID is null is in it). Every field but
+    ``id`` may be missing; ``displaySymbol`` is typed integer in Swagger-2020, kept as text."""
+
+    ENTITY: ClassVar[str] = "Currencies"
+
+    id: int
+    code: str | None = None
+    description: str | None = None
+    is_active: bool | None = None
+    is_internal: bool | None = None
+    display_symbol: str | None = None
+    exchange_rate: Decimal | None = None
+
+    @classmethod
+    def from_api(cls, raw: Any) -> Currency:
+        r = _Reader(cls.ENTITY, raw)
+        name = (r.code("name") or "").strip().upper()
+        return cls(
+            id=r.int("id", required=True),
+            code=name if len(name) == 3 and name.isascii() and name.isalpha() else None,
+            description=r.str("description"),
+            is_active=r.flag("isActive"),
+            is_internal=r.flag("isInternalCurrency"),
+            display_symbol=r.code("displaySymbol"),
+            exchange_rate=r.decimal("exchangeRate"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BillingItem(_Record):
     """BillingItems — invoice lines (API.md §5.5). ``invoice_id`` is None for items not yet
     invoiced."""
@@ -647,7 +681,8 @@ class InvoicePdf:
 
 
 RECORD_TYPES: dict[str, type[_Record]] = {
-    cls.ENTITY.lower(): cls for cls in (Company, Contact, Invoice, PaymentTerm, BillingItem)
+    cls.ENTITY.lower(): cls
+    for cls in (Company, Contact, Invoice, PaymentTerm, BillingItem, Currency)
 }
 
 

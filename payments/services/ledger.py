@@ -23,7 +23,7 @@ from django.utils import timezone
 from config.api import DomainError
 from invoices.models import Invoice
 
-from ..models import Payment, PaymentStatus, WebhookEvent
+from ..models import Payment, PaymentMove, PaymentStatus, ReconciliationDrift, WebhookEvent
 from .payment_settings import payment_settings_get
 from .writeback import outbox_update
 
@@ -84,6 +84,8 @@ def _invoice_recompute(invoice_id: int, *, partner) -> Invoice:
         )
         .get(pk=invoice_id)
     )
+    if invoice.voided:
+        return invoice  # a voided invoice's paidDate is never written (reconcile.py, rule 5)
     last = invoice.last_paid_at
     paid_on = _partner_date(partner, last) if last else timezone.localdate()
     outbox_update(invoice=invoice, paid_on=paid_on)
@@ -177,3 +179,102 @@ def payment_delete(*, partner, payment_id: int, actor=None) -> Payment:
             _invoice_recompute(payment.invoice_id, partner=partner)
     log.info("payment %s deleted by user %s", payment.pk, getattr(actor, "pk", None))
     return payment
+
+
+# --- void and re-issue: moving payments to the replacement -------------------------------------
+
+
+def payments_move(
+    *, partner, from_invoice_id: int, to_invoice_id: int, user=None, via: str = "dashboard"
+) -> list[PaymentMove]:
+    """Move the succeeded payments of an invoice voided in Autotask to the invoice issued in its
+    place (payments/services/reconcile.py, rule 5), in one transaction: one `PaymentMove` audit
+    row per payment, both invoices recomputed (the write-back follows the new invoice; the
+    voided one's paidDate is never written), its `voided_after_payment` drift resolved.
+
+    Refused with a reason (409) unless the source is voided in Autotask and the target is an
+    open Autotask invoice of the same customer and currency, not archived, not paid in
+    Autotask. The target may end up overpaid (a re-issue with a lower total): the money was
+    received, it is never dropped; the partner refunds the difference if they choose.
+    Idempotent: a second call finds no payment left to move and changes nothing."""
+    if from_invoice_id == to_invoice_id:
+        raise DomainError("Choose another invoice to move the payments to.", code="same_invoice")
+    with transaction.atomic():
+        found = set(
+            Invoice.objects.for_partner(partner)
+            .filter(pk__in=[from_invoice_id, to_invoice_id])
+            .values_list("pk", flat=True)
+        )
+        if found != {from_invoice_id, to_invoice_id}:
+            raise DomainError("No such invoice.", code="not_found", status_code=404)
+        # Both invoice rows locked in id order (the ledger's lock order within one level).
+        locked = {
+            inv.pk: inv
+            for inv in Invoice.objects.for_partner(partner)
+            .select_for_update()
+            .filter(pk__in=[from_invoice_id, to_invoice_id])
+            .order_by("pk")
+        }
+        source, target = locked[from_invoice_id], locked[to_invoice_id]
+        _move_refusal(source, target)
+        payments = list(
+            Payment.objects.for_partner(partner)
+            .select_for_update()
+            .filter(invoice_id=source.pk, status=PaymentStatus.SUCCEEDED)
+            .order_by("pk")
+        )
+        moves = [
+            PaymentMove(
+                partner=partner,
+                payment=p,
+                from_invoice=source,
+                to_invoice=target,
+                amount=p.amount,
+                moved_by=user if getattr(user, "pk", None) else None,
+                via=via[:20],
+            )
+            for p in payments
+        ]
+        if payments:
+            PaymentMove.objects.for_partner(partner).bulk_create(moves)
+            Payment.objects.for_partner(partner).filter(pk__in=[p.pk for p in payments]).update(
+                invoice=target, updated_at=timezone.now()
+            )
+            _invoice_recompute(source.pk, partner=partner)
+            _invoice_recompute(target.pk, partner=partner)
+        ReconciliationDrift.objects.for_partner(partner).filter(
+            invoice_id=source.pk,
+            reason=ReconciliationDrift.Reason.VOIDED_AFTER_PAYMENT,
+            resolved_at__isnull=True,
+        ).update(resolved_at=timezone.now(), replacement=target)
+    log.info(
+        "%d payments of invoice %s moved to invoice %s by user %s via %s",
+        len(moves),
+        source.pk,
+        target.pk,
+        getattr(user, "pk", None),
+        via,
+    )
+    return moves
+
+
+def _move_refusal(source: Invoice, target: Invoice) -> None:
+    def refuse(message: str, code: str) -> None:
+        raise DomainError(message, code=code, status_code=409)
+
+    if not source.voided:
+        refuse("Payments move only from an invoice voided in Autotask.", "invoice_not_void")
+    if target.voided:
+        refuse("The invoice to move them to is voided too.", "target_void")
+    if target.source != source.source or target.autotask_id is None:
+        refuse("Move them to the invoice Autotask issued in its place.", "target_not_autotask")
+    if target.customer_id != source.customer_id:
+        refuse("The invoice to move them to belongs to another customer.", "target_customer")
+    if target.currency.upper() != source.currency.upper():
+        refuse("The invoice to move them to is in another currency.", "target_currency")
+    if target.archived_at is not None:
+        refuse("The invoice to move them to is archived: unarchive it first.", "target_archived")
+    if target.paid_in_autotask_on is not None:
+        refuse(
+            "The invoice to move them to is already paid in Autotask.", "target_paid_in_autotask"
+        )

@@ -23,6 +23,15 @@ invoice's outbox row, X the paidDate we last wrote (`W.autotask_paid_date`) and 
    Autotask → open here again, unless payments here cover it). Voids are always adopted (we
    never write them), and new invoices are taken as read.
 
+5. Void and re-issue (Autotask never edits a posted invoice: it voids it and issues a new one
+   with a new id and number). A void is adopted; if payments here were applied to the invoice,
+   an open drift row `voided_after_payment` asks the partner (or ops) to move them to the
+   replacement, proposed as the same company's oldest later invoice that is open
+   (`replacement_propose`, also after each successful sync: the replacement may arrive in a
+   later page or run). Moving them is one audited action (`ledger.payments_move`); the
+   write-back then follows the new invoice. A write-back not yet sent for the voided invoice is
+   cancelled: a voided invoice's paidDate is never written.
+
 Where it runs, and why here: the rule needs the ledger, which is payments', one layer above the
 sync, and the sync must not import payments. So the rule lives with the ledger, and the sync
 asks it through the one registry it already has for upward work (`sync/hooks.py`:
@@ -38,7 +47,7 @@ and the write. The upsert applies these lifecycle fields even to rows it otherwi
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
@@ -53,6 +62,13 @@ State = WritebackOutbox.State
 Reason = ReconciliationDrift.Reason
 UNFINISHED = frozenset({State.PENDING, State.SENDING, State.PARKED, State.FAILED})
 FIELD = "paid_in_autotask_on"
+# Drift about the paidDate: a read that agrees with the ledger again resolves these (a void
+# after payment waits for the partner's decision, `ledger.payments_move`).
+PAID_DATE_REASONS = (
+    Reason.PAID_DATE_CLEARED,
+    Reason.PAID_DATE_CHANGED,
+    Reason.PAID_DATE_NOT_CLEARED,
+)
 
 
 def _text(value: date | None) -> str:
@@ -78,9 +94,16 @@ def reconcile_invoice_rows(*, partner, rows: list[dict], run=None, now=None) -> 
             "writeback__state",
             "writeback__autotask_paid_date",
             "writeback__desired_paid_date",
+            "voided",
+            "paid_here",
+            "customer_id",
         )
     }
+    _voids_after_payment(partner, rows, local, run=run, now=now)
     settled_ok: list[int] = []  # invoices whose read agrees with the ledger
+    # ... and shows what we want Autotask to have: only this resolves "not applied" drift (a
+    # write-back that settled on what Autotask kept, writeback.py, agrees with `wrote` only).
+    applied: list[int] = []
     suspects: list[tuple[dict, dict]] = []  # (row, local) settled-cleared, read shows a date
     drifts: list[tuple[dict, dict, str]] = []
     for row in rows:
@@ -97,6 +120,8 @@ def reconcile_invoice_rows(*, partner, rows: list[dict], run=None, now=None) -> 
         ):
             row[FIELD] = None  # rule 2: our own paidDate (or none), not Autotask's
             settled_ok.append(mine["id"])
+            if read == desired:
+                applied.append(mine["id"])
         elif wrote is not None:
             reason = Reason.PAID_DATE_CLEARED if read is None else Reason.PAID_DATE_CHANGED
             drifts.append((row, mine, reason))
@@ -121,7 +146,9 @@ def reconcile_invoice_rows(*, partner, rows: list[dict], run=None, now=None) -> 
         row[FIELD] = mine[FIELD]  # never adopted
     if settled_ok:
         ReconciliationDrift.objects.for_partner(partner).filter(
-            invoice_id__in=settled_ok, resolved_at__isnull=True
+            Q(invoice_id__in=settled_ok, reason__in=PAID_DATE_REASONS)
+            | Q(invoice_id__in=applied, reason=Reason.WRITEBACK_NOT_APPLIED),
+            resolved_at__isnull=True,
         ).update(resolved_at=now)
     return rows
 
@@ -132,20 +159,149 @@ def _record_drift(partner, row: dict, mine: dict, reason: str, *, run, now) -> N
         f"Autotask invoice {row['autotask_id']}: paidDate {_text(read) or 'none'} in Autotask, "
         f"{_text(wrote) or 'none'} last written by us; not adopted."
     )
+    drift_record(
+        partner,
+        invoice_id=mine["id"],
+        reason=reason,
+        autotask_value=read,
+        ledger_value=wrote,
+        detail=detail,
+        run=run,
+        now=now,
+    )
+
+
+def drift_record(
+    partner,
+    *,
+    invoice_id: int,
+    reason: str,
+    autotask_value: date | None,
+    ledger_value: date | None,
+    detail: str,
+    run=None,
+    now=None,
+) -> None:
+    """Record a paidDate drift of one invoice: refresh its open row of this reason (values,
+    detail, last seen), or open one (one open row per invoice and reason). Used by the rule above
+    and by the write-back relay's read-back (`writeback_not_applied`). The caller holds the
+    invoice's row lock."""
+    now = now or timezone.now()
     log.warning("reconciliation drift, partner %s: %s (%s)", partner.pk, detail, reason)
     updated = (
         ReconciliationDrift.objects.for_partner(partner)
-        .filter(Q(invoice_id=mine["id"], reason=reason, resolved_at__isnull=True))
-        .update(autotask_value=_text(read), detail=detail, last_seen_at=now)
+        .filter(Q(invoice_id=invoice_id, reason=reason, resolved_at__isnull=True))
+        .update(
+            autotask_value=_text(autotask_value),
+            ledger_value=_text(ledger_value),
+            detail=detail,
+            last_seen_at=now,
+        )
     )
     if not updated:
         ReconciliationDrift.objects.create(
             partner=partner,
-            invoice_id=mine["id"],
+            invoice_id=invoice_id,
             reason=reason,
             detail=detail,
-            autotask_value=_text(read),
-            ledger_value=_text(wrote),
+            autotask_value=_text(autotask_value),
+            ledger_value=_text(ledger_value),
             run_id=getattr(run, "pk", None),
             last_seen_at=now,
         )
+
+
+# --- void and re-issue (rule 5) ---------------------------------------------------------------
+
+
+def _voids_after_payment(partner, rows: list[dict], local: dict, *, run, now) -> None:
+    """Rows read voided whose invoice here is not yet voided: cancel a write-back not yet sent
+    and, if payments here were applied to it, open a `voided_after_payment` drift row."""
+    newly_voided = [
+        (row, local[row["autotask_id"]])
+        for row in rows
+        if row.get("voided")
+        and row["autotask_id"] in local
+        and not local[row["autotask_id"]]["voided"]
+    ]
+    if not newly_voided:
+        return
+    ids = [mine["id"] for _, mine in newly_voided]
+    WritebackOutbox.objects.for_partner(partner).filter(
+        invoice_id__in=ids, state__in=(State.PENDING, State.PARKED, State.FAILED)
+    ).update(
+        state=State.CANCELLED,
+        last_error_kind="voided",
+        last_error="Voided in Autotask: its paidDate is no longer written.",
+        updated_at=now,
+    )
+    for row, mine in newly_voided:
+        if mine["paid_here"] <= 0:
+            continue
+        detail = (
+            f"Voided in Autotask while {mine['paid_here']} of payments here were applied to it; "
+            "move them to the invoice Autotask issued in its place."
+        )
+        log.warning("invoice %s of partner %s voided after payment", mine["id"], partner.pk)
+        exists = (
+            ReconciliationDrift.objects.for_partner(partner)
+            .filter(invoice_id=mine["id"], reason=Reason.VOIDED_AFTER_PAYMENT, resolved_at=None)
+            .update(last_seen_at=now)
+        )
+        if not exists:
+            ReconciliationDrift.objects.create(
+                partner=partner,
+                invoice_id=mine["id"],
+                reason=Reason.VOIDED_AFTER_PAYMENT,
+                detail=detail,
+                autotask_value="voided",
+                ledger_value=str(mine["paid_here"]),
+                run_id=getattr(run, "pk", None),
+                replacement=replacement_propose(
+                    partner, mine["id"], mine["customer_id"], row.get("voided_at")
+                ),
+                last_seen_at=now,
+            )
+
+
+VOID_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def replacement_propose(
+    partner, invoice_id: int, customer_id: int | None, voided_at: datetime | None = None
+) -> Invoice | None:
+    """The invoice Autotask most likely issued in place of the voided one: the same company's
+    oldest invoice from Autotask created after the void (`voidedDate`, less a few minutes of
+    clock skew; when it is unknown, after the voided invoice itself: Autotask ids only grow),
+    not voided, not paid in Autotask, not archived. None when there is none (yet)."""
+    voided = Invoice.objects.for_partner(partner).filter(pk=invoice_id).first()
+    if voided is None or customer_id is None or voided.autotask_id is None:
+        return None
+    voided_at = voided_at or voided.voided_at
+    candidates = Invoice.objects.for_partner(partner).filter(
+        customer_id=customer_id,
+        source=voided.source,
+        autotask_id__gt=voided.autotask_id,
+        voided=False,
+        paid_in_autotask_on__isnull=True,
+        archived_at__isnull=True,
+    )
+    if voided_at is not None:
+        candidates = candidates.filter(autotask_created_at__gte=voided_at - VOID_CLOCK_SKEW)
+    return candidates.order_by("autotask_id").first()
+
+
+def replacements_fill(*, partner) -> int:
+    """After a successful sync: propose a replacement for open `voided_after_payment` rows that
+    have none yet (the re-issued invoice may arrive after the void). Returns how many got one."""
+    filled = 0
+    open_rows = ReconciliationDrift.objects.for_partner(partner).filter(
+        reason=Reason.VOIDED_AFTER_PAYMENT, resolved_at__isnull=True, replacement__isnull=True
+    )
+    for drift in open_rows.select_related("invoice")[:500]:
+        found = replacement_propose(partner, drift.invoice_id, drift.invoice.customer_id)
+        if found is not None:
+            drift.replacement = found
+            drift.save(update_fields=["replacement"])
+            filled += 1
+    return filled

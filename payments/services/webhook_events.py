@@ -201,7 +201,8 @@ def _apply_processor_event(partner, settings_obj, event: PaymentEvent, signed_at
                 partner=partner,
                 invoice=invoice,
                 amount=event.amount,
-                currency=event.currency or (invoice.currency if invoice else "USD"),
+                # Not sent and no invoice to take it from: unknown (""), never assumed USD.
+                currency=event.currency or (invoice.currency if invoice else ""),
                 method=event.method,
                 source=Payment.Source.PROCESSOR,
                 processor_payment_id=event.payment_id,

@@ -19,6 +19,24 @@
   spent budget never do: the row waits, pending, however long Autotask asks.
 - Auth errors park the row and flag the connection (needs attention); other 4xx fail the row.
   Ops retry or cancel rows (`writeback_retry`, `writeback_cancel`).
+- Read-back (issue 16): Autotask answering 200 to the PATCH does not prove it stored what we
+  sent (UNVERIFIED: that `"paidDate": null` clears the field, and how a date-time value is
+  stored). So after each accepted PATCH the relay reads the invoice back (`GET /Invoices/{id}`
+  through the same client: same limiter, one attempt, and the same claim fence, so a relay that
+  lost its claim sends no GET either) and compares paidDate's date part, taken as written like
+  the sync reads it (date-only or date-time, with or without a zone), with what it sent.
+  Match: done, and open paidDate drift of the invoice is resolved (Autotask agrees with the
+  ledger). Mismatch: the attempt's outcome is `mismatch`, naming what Autotask shows, and the row
+  is retried with the usual backoff (the PATCH is sent again). Once MAX_READBACK_MISMATCHES
+  read-backs of one version showed a mismatch, the row is settled as Autotask shows it (done,
+  `autotask_paid_date` = Autotask's value: no endless PATCHes) and a `writeback_not_applied`
+  drift row records both values for the drift report (`reconcile.drift_record`); a later
+  matching read-back or the daily reconcile resolves it.
+- A read-back that fails (throttled, budget spent, transient, 5xx, an unreadable or missing
+  record) does not resend the PATCH: Autotask accepted it, so the row is done as before and the
+  failure is logged and noted on the attempt (error kind `readback:<kind>`). The daily re-read
+  (reconcile.py) is the backstop. Retrying would send another PATCH (or hold the row) for a
+  check, and throttling must never keep or fail a row that Autotask already accepted.
 - Never written: invoices created here (R7) and invoices paid in Autotask itself.
 
 The tasks that run the relay and the sweep (`payments.writeback.send`, `payments.writeback.sweep`)
@@ -52,13 +70,15 @@ from integrations.models import AutotaskConnection
 from integrations.selectors import connection_for
 from invoices.models import Invoice
 
-from ..models import WritebackAttempt, WritebackOutbox
+from ..models import ReconciliationDrift, WritebackAttempt, WritebackOutbox
+from .reconcile import drift_record
 
 log = logging.getLogger(__name__)
 
 State = WritebackOutbox.State
 LEASE_FACTOR = 3  # lease = this many times the client's longest single request
 MAX_ATTEMPTS = 8  # per desired version; then FAILED, visible to ops
+MAX_READBACK_MISMATCHES = 3  # per version: then settled as Autotask shows it, drift recorded
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 600.0
 SWEEP_BATCH = 500
@@ -159,7 +179,7 @@ def enqueue_send(outbox: WritebackOutbox, countdown: float | None = None) -> Non
 
 @dataclass(frozen=True)
 class SendResult:
-    outcome: str  # sent, unchanged, retry, parked, failed, not_claimed, not_due
+    outcome: str  # sent, unchanged, retry, parked, failed, not_claimed, not_due, not_applied
     retry_in: float | None = None
     again: bool = False  # the desired state changed while sending: send once more
 
@@ -290,14 +310,168 @@ def writeback_send(*, partner, outbox_id: int, client_factory=None) -> SendResul
             log.warning("write-back of invoice %s failed: %s", invoice.pk, exc.kind)
             return SendResult("failed")
         return _retry_later(outbox, token, attempt, exc)
+    else:
+        read = _read_back(client, invoice.autotask_id)
     finally:
         client.close()
 
-    _complete(attempt, WritebackAttempt.Outcome.SENT)
+    if read.lost is not None:
+        # Accepted, but the claim was taken before the read-back: no GET was sent, and the row
+        # belongs to the relay that took over (it sends the current version again).
+        _complete(attempt, WritebackAttempt.Outcome.SENT, "readback:lease_lost", str(read.lost))
+        log.warning("%s (after the PATCH was accepted)", read.lost)
+        return SendResult("not_claimed")
+    if read.failed is not None:
+        kind, message = read.failed
+        _complete(attempt, WritebackAttempt.Outcome.SENT, f"readback:{kind}"[:40], message)
+        log.warning(
+            "write-back of invoice %s: PATCH accepted, read-back failed (%s); done without "
+            "it, the daily re-read checks it",
+            invoice.pk,
+            kind,
+        )
+    elif read.shown != desired:
+        return _mismatch(partner, outbox, token, attempt, desired, read.shown)
+    else:
+        _resolve_drift(partner, invoice.pk)
+        _complete(attempt, WritebackAttempt.Outcome.SENT)
     again = _finish_sent(partner, outbox_id, token, version, desired, sent=True)
     if again:
         enqueue_send(outbox)
     return SendResult("sent", again=again)
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    shown: date | None = None  # Autotask's paidDate (date part as written), when read
+    failed: tuple[str, str] | None = None  # (kind, message): the GET failed, nothing compared
+    lost: ClaimLost | None = None  # the claim was gone: no GET sent
+
+
+def _read_back(client, autotask_id: int) -> ReadBack:
+    """GET the invoice after an accepted PATCH (see module docstring). The client is the
+    PATCH's: its `before_send` fence renews the claim just before the GET (and before a
+    threshold refresh, if the limiter needs one), its limiter holds the GET to the budget and
+    thread limit, and its retries are off (one GET, whatever the answer)."""
+    try:
+        record = client.get_invoice(autotask_id)
+    except ClaimLost as exc:
+        return ReadBack(lost=exc)
+    except AutotaskError as exc:
+        return ReadBack(failed=(exc.kind, exc.message))
+    if record is None:
+        return ReadBack(failed=("not_found", f"Autotask invoice {autotask_id} was not found"))
+    # The typed record takes the date part as written, without zone conversion (records.py),
+    # exactly as the sync and the daily reconcile read it.
+    return ReadBack(shown=record.paid_date)
+
+
+def _day(value: date | None) -> str:
+    return value.isoformat() if value else "none"
+
+
+def _mismatch(partner, outbox, token, attempt, sent: date | None, shown: date | None):
+    """The PATCH was accepted but the read-back shows `shown`: retry with backoff, or settle
+    after MAX_READBACK_MISMATCHES for this version (see module docstring)."""
+    Outcome = WritebackAttempt.Outcome
+    version, invoice = attempt.version, outbox.invoice
+    text = (
+        f"Autotask accepted the update, but the invoice read back shows paid date "
+        f"{_day(shown)}, not {_day(sent)}."
+    )
+    # Read-backs of this version that showed a mismatch, this one included. A match settles
+    # the version (done), so these are consecutive.
+    seen = 1 + (
+        WritebackAttempt.objects.for_partner(partner)
+        .filter(outbox_id=outbox.pk, version=version, outcome=Outcome.MISMATCH)
+        .count()
+    )
+    log.warning(
+        "write-back of invoice %s not applied (%s/%s): %s",
+        invoice.pk,
+        seen,
+        MAX_READBACK_MISMATCHES,
+        text,
+    )
+    with transaction.atomic():
+        # The invoice's lock first, as payments take it (invoice, then outbox row): no payment
+        # changes the version meanwhile, and the drift row's insert cannot deadlock with one.
+        Invoice.objects.for_partner(partner).select_for_update().filter(pk=invoice.pk).first()
+        current = (
+            WritebackOutbox.objects.for_partner(partner)
+            .filter(pk=outbox.pk, claim_token=token)
+            .values_list("version", flat=True)
+            .first()
+        )
+        now = timezone.now()
+        if current is None:  # claim lost meanwhile: the new owner sends again
+            _complete(attempt, Outcome.MISMATCH, "readback_mismatch", text)
+            return SendResult("not_claimed")
+        if current != version:
+            # The desired state changed while we sent: send the new one now; this version's
+            # mismatch no longer matters.
+            _complete(attempt, Outcome.MISMATCH, "readback_mismatch", text)
+            _release(outbox.pk, token, state=State.PENDING, next_attempt_at=now, ever_sent=True)
+            enqueue_send(outbox)
+            return SendResult("retry", again=True)
+        if seen < MAX_READBACK_MISMATCHES:
+            delay = backoff(outbox.attempts)
+            _complete(attempt, Outcome.MISMATCH, "readback_mismatch", text, retry_in=delay)
+            _release(
+                outbox.pk,
+                token,
+                state=State.PENDING,
+                attempts=outbox.attempts + 1,
+                next_attempt_at=now + timedelta(seconds=delay),
+                last_error_kind="readback_mismatch",
+                last_error=text,
+                ever_sent=True,
+                sent_at=now,
+            )
+            return SendResult("retry", retry_in=delay)
+        settled = f"{text} Left as Autotask shows it after {seen} tries; reported as drift."
+        _complete(attempt, Outcome.MISMATCH, "readback_mismatch", settled)
+        _release(
+            outbox.pk,
+            token,
+            state=State.DONE,
+            sent_version=version,
+            autotask_paid_date=shown,
+            attempts=0,
+            next_attempt_at=now,
+            last_error_kind="not_applied",
+            last_error=settled,
+            ever_sent=True,
+            sent_at=now,
+        )
+        drift_record(
+            partner,
+            invoice_id=invoice.pk,
+            reason=ReconciliationDrift.Reason.WRITEBACK_NOT_APPLIED,
+            autotask_value=shown,
+            ledger_value=sent,
+            detail=(
+                f"Autotask invoice {invoice.autotask_id}: paidDate {_day(shown)} in Autotask "
+                f"after we sent {_day(sent)} {seen} times (each accepted); not adopted."
+            ),
+            now=now,
+        )
+    return SendResult("not_applied")
+
+
+# Drift about an invoice's paidDate: a read-back that matches what we sent settles it.
+PAID_DATE_DRIFT = (
+    ReconciliationDrift.Reason.PAID_DATE_CLEARED,
+    ReconciliationDrift.Reason.PAID_DATE_CHANGED,
+    ReconciliationDrift.Reason.PAID_DATE_NOT_CLEARED,
+    ReconciliationDrift.Reason.WRITEBACK_NOT_APPLIED,
+)
+
+
+def _resolve_drift(partner, invoice_id: int) -> None:
+    ReconciliationDrift.objects.for_partner(partner).filter(
+        invoice_id=invoice_id, reason__in=PAID_DATE_DRIFT, resolved_at__isnull=True
+    ).update(resolved_at=timezone.now())
 
 
 def _finish_sent(partner, outbox_id, token, version, desired, *, sent: bool) -> bool:

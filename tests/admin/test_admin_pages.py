@@ -3,6 +3,8 @@ every change page of every registered model (each has an object here), every his
 the index with its recent actions, for a superuser and for a support user, after ops actions
 and a form edit have written admin log entries."""
 
+from decimal import Decimal
+
 import pytest
 from django.conf import settings
 from django.contrib import admin
@@ -13,7 +15,7 @@ from django_celery_beat.models import ClockedSchedule, CrontabSchedule, SolarSch
 from rest_framework.authtoken.models import Token
 
 from integrations.models import AutotaskConnection
-from payments.models import ReconciliationDrift
+from payments.models import Payment, PaymentMove, ReconciliationDrift
 from sync.models import ChangeLogEntry
 
 pytestmark = pytest.mark.django_db
@@ -48,6 +50,21 @@ def every_model_has_an_object(
         invoice=parked_writeback.invoice,
         reason=ReconciliationDrift.Reason.PAID_DATE_CHANGED,
         last_seen_at=timezone.now(),
+    )
+    invoice = parked_writeback.invoice
+    payment = Payment.objects.create(
+        partner=connected.partner,
+        invoice=invoice,
+        amount=Decimal("1.00"),
+        received_at=timezone.now(),
+    )
+    PaymentMove.objects.create(
+        partner=connected.partner,
+        payment=payment,
+        from_invoice=invoice,
+        to_invoice=invoice,
+        amount=payment.amount,
+        via="ops",
     )
     objects = {}
     for model in admin.site._registry:

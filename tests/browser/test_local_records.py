@@ -32,6 +32,7 @@ def test_create_a_customer_then_an_invoice_for_it_from_its_row(page, login, user
     assert not Invoice.objects.exists()
 
     page.fill("#id_total", "49.90")
+    page.fill("#id_currency", "USD")  # the customer was created here, without a currency
     page.click("#invoice-form button[type=submit]")
     page.wait_for_load_state()
     assert "Invoice LOCAL-77 created here" in page.locator(".messages").inner_text()

@@ -10,9 +10,11 @@ import uuid
 import pytest
 from django.test import Client
 
+from invoices.models import Invoice
 from payments import webhooks
 from payments.models import Payment, PaymentSettings, WebhookEvent, WritebackOutbox
 from payments.services import payment_settings
+from sync.models import SyncRun
 
 
 @pytest.fixture
@@ -87,3 +89,26 @@ def counts() -> dict:
         "payments": Payment.objects.count(),
         "outbox": WritebackOutbox.objects.count(),
     }
+
+
+@pytest.fixture
+def synced(partner_a, connect, run_now, autotask_sandbox):
+    run = run_now(connect(partner_a).first_run)
+    assert run.status == "succeeded", run.error_message
+    open_invoices = list(
+        Invoice.objects.filter(partner=partner_a, status="open", total__gt=0).order_by("id")
+    )
+    assert len(open_invoices) >= 3
+    return autotask_sandbox.db, open_invoices
+
+
+@pytest.fixture
+def unpaid_run(partner_a, run_now, new_run):
+    """Fetch Unpaid (the daily run), to its end in this process."""
+
+    def run() -> SyncRun:
+        done = run_now(new_run(partner_a, SyncRun.Kind.UNPAID, trigger=SyncRun.Trigger.OPS))
+        assert done.status == SyncRun.Status.SUCCEEDED, (done.error_kind, done.error_message)
+        return done
+
+    return run

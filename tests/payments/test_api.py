@@ -172,6 +172,7 @@ def test_local_customer_and_invoice_are_created_here_and_never_written_back(api_
             "number": "LOCAL-1",
             "invoice_date": "2026-02-01",
             "total": "50.00",
+            "currency": "USD",  # a customer created here has no currency of its own
         },
         format="json",
     )

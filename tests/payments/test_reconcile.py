@@ -18,45 +18,12 @@ from invoices.models import Invoice
 from invoices.services import invoice_archive
 from payments.models import Payment, WebhookEvent, WritebackOutbox
 from payments.services import ledger, webhook_events
-from sync.models import ChangeLogEntry, SyncRun
+from sync.models import ChangeLogEntry
 
 from .conftest import event
-from .helpers import writeback_drain
+from .helpers import at_paid_date, pay_in_full, writeback_drain
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def synced(partner_a, connect, run_now, autotask_sandbox):
-    run = run_now(connect(partner_a).first_run)
-    assert run.status == "succeeded", run.error_message
-    open_invoices = list(
-        Invoice.objects.filter(partner=partner_a, status="open", total__gt=0).order_by("id")
-    )
-    assert len(open_invoices) >= 3
-    return autotask_sandbox.db, open_invoices
-
-
-@pytest.fixture
-def unpaid_run(partner_a, run_now, new_run):
-    """Fetch Unpaid (the daily run), to its end in this process."""
-
-    def run() -> SyncRun:
-        done = run_now(new_run(partner_a, SyncRun.Kind.UNPAID, trigger=SyncRun.Trigger.OPS))
-        assert done.status == SyncRun.Status.SUCCEEDED, (done.error_kind, done.error_message)
-        return done
-
-    return run
-
-
-def at_paid_date(db, invoice) -> str | None:
-    value = db.get_invoice(invoice.autotask_id)["paidDate"]
-    return value[:10] if value else None
-
-
-def pay_in_full(partner, invoice) -> Payment:
-    invoice.refresh_from_db()
-    return ledger.payment_record(partner=partner, invoice_id=invoice.pk, amount=invoice.outstanding)
 
 
 def drifts(partner, invoice):
@@ -242,13 +209,20 @@ def test_a_read_contradicting_our_settled_write_back_is_drift_never_adopted(
 
 def test_our_clearing_that_did_not_hold_is_drift(partner_a, synced, unpaid_run):
     """Autotask ignores `paidDate: null` (switch `paid_date_null`): the date we wrote stays
-    after our clearing PATCH settled. Drift, not "paid in Autotask"."""
+    after our clearing PATCH settled. Drift, not "paid in Autotask". The clearing's read-back
+    is throttled, so the relay settles it unchecked (writeback.py): the daily re-read is the
+    backstop (a read-back that runs catches it first: test_writeback_readback.py)."""
+    from .test_writeback_readback import after_patch
+
     db, (invoice, *_) = synced
     db.set_switches(paid_date_null="ignore")
     payment = pay_in_full(partner_a, invoice)
     writeback_drain(partner=partner_a)
     ledger.payment_delete(partner=partner_a, payment_id=payment.pk)
-    writeback_drain(partner=partner_a)
+    throttle_read_back = after_patch(lambda: db.fail_next(1, "429", entity="Invoices"))
+    assert [
+        r.outcome for r in writeback_drain(partner=partner_a, client_factory=throttle_read_back)
+    ] == ["sent"]
     assert at_paid_date(db, invoice) == timezone.localdate().isoformat()  # null ignored
     unpaid_run()
     invoice.refresh_from_db()

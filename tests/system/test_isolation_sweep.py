@@ -34,6 +34,8 @@ OBJECT_FOR = {
     "api:invoice-detail": lambda a: a["invoice"].pk,
     "api:invoice-pdf": lambda a: a["invoice"].pk,
     "api:invoice-timeline": lambda a: a["invoice"].pk,
+    "api:invoice-move-payments": lambda a: a["invoice"].pk,
+    "payments:move": lambda a: a["invoice"].pk,
     "api:customer-detail": lambda a: a["customer"].pk,
     "sync:run-detail": lambda a: a["run"].pk,
     "invoices:detail": lambda a: a["invoice"].pk,
