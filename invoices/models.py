@@ -61,6 +61,10 @@ class Invoice(PartnerOwnedModel):
     currency = models.CharField(max_length=3, default="USD")
     total = models.DecimalField(**MONEY, help_text="Including tax.")
     tax = models.DecimalField(**MONEY, default=ZERO)
+    # Always 0: Autotask has no per-invoice credit. A credit is a negative line on the company's
+    # next invoice, already inside its invoiceTotal (API.md §10), so the invoice page and the API
+    # no longer show it. Dropping the column means rebuilding the generated columns below that
+    # subtract it: left for a migration of its own.
     credits = models.DecimalField(**MONEY, default=ZERO, help_text="Credits applied in Autotask.")
     paid_here = models.DecimalField(**MONEY, default=ZERO)
     paid_in_autotask_on = models.DateField(null=True, blank=True)

@@ -41,7 +41,6 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "currency",
             "total",
             "tax",
-            "credits",
             "paid_here",
             "outstanding",
             "status",

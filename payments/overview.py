@@ -27,6 +27,7 @@ from sync.selectors import partner_zone
 from .models import Payment, PaymentSettings, PaymentStatus, ReconciliationDrift, WritebackOutbox
 
 CHART_MONTHS = 6
+CENTS = Decimal("0.01")
 OPEN_STATES = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
 
 
@@ -82,8 +83,13 @@ class Overview:
 
 
 def _money(rows, key: str = "total") -> list[Money]:
+    # Quantized: SQLite (the development database) sums decimals with float noise.
     return [
-        Money(currency=r["currency"] or "—", amount=r[key] or Decimal("0.00"), count=r["n"])
+        Money(
+            currency=r["currency"] or "—",
+            amount=Decimal(r[key] or 0).quantize(CENTS),
+            count=r["n"],
+        )
         for r in rows
         if r["n"]
     ]
@@ -152,7 +158,9 @@ def partner_overview(*, partner, now: datetime | None = None) -> Overview:
         per_currency[r["currency"]] = per_currency.get(r["currency"], 0) + r["total"]
     chart_currency = max(per_currency, key=per_currency.get) if per_currency else ""
     amounts = {
-        (r["month"].date() if isinstance(r["month"], datetime) else r["month"]): r["total"]
+        (r["month"].date() if isinstance(r["month"], datetime) else r["month"]): Decimal(
+            r["total"]
+        ).quantize(CENTS)
         for r in by_month
         if r["currency"] == chart_currency
     }
@@ -175,9 +183,15 @@ def partner_overview(*, partner, now: datetime | None = None) -> Overview:
 
     connection = connection_for(partner=partner)
     state = SyncState.objects.filter(partner=partner).first()
-    last_success = {
+    done = {
         kind: parse_datetime(((state.last_success or {}) if state else {}).get(kind) or "")
-        for kind in (SyncRun.Kind.NEW_DATA, SyncRun.Kind.UNPAID)
+        for kind in (SyncRun.Kind.INITIAL, SyncRun.Kind.NEW_DATA, SyncRun.Kind.UNPAID)
+    }
+    # The first sync after connecting reads what an hourly run reads (and more).
+    hourly = [t for t in (done[SyncRun.Kind.INITIAL], done[SyncRun.Kind.NEW_DATA]) if t]
+    last_success = {
+        SyncRun.Kind.NEW_DATA: max(hourly) if hourly else None,
+        SyncRun.Kind.UNPAID: done[SyncRun.Kind.UNPAID],
     }
     scheduled = (
         connection is not None

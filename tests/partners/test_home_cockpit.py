@@ -112,3 +112,18 @@ def test_sync_health_and_problems_with_their_action(client_a, partner_a):
     html = client_a.get(reverse("dashboard:home")).content.decode()
     section = re.search(r'id="problems".*?</section>', html, re.S).group(0)
     assert "Fix the connection" in section
+
+
+def test_the_first_sync_after_connecting_counts_as_the_hourly_success(partner_a):
+    AutotaskConnection.objects.create(
+        partner=partner_a,
+        account_email="a@a.test",
+        username="u",
+        secret="s",
+        connected_at=timezone.now(),
+    )
+    first = timezone.now() - timedelta(minutes=3)
+    SyncState.objects.create(partner=partner_a, last_success={"initial": first.isoformat()})
+    o = partner_overview(partner=partner_a)
+    assert o.last_success == {"new_data": first, "unpaid": None}
+    assert [s.done for s in o.steps][:2] == [True, True]

@@ -63,10 +63,9 @@ def test_companies_and_contacts():
     assert {c["isActive"] for c in contacts} == {0, 1}
 
 
-def test_large_database_generates_quickly():
-    started = time.perf_counter()
+def test_large_database_generates():
+    # How fast is a bench figure (bench/sync_initial.py), not a test: tests never time things.
     db = SandboxDatabase(seed=1, companies=2000, invoices=100_000)
-    assert time.perf_counter() - started < 6
     assert len(db.table("invoices")) == 100_000
 
 
