@@ -32,6 +32,11 @@ invoice's outbox row, X the paidDate we last wrote (`W.autotask_paid_date`) and 
    write-back then follows the new invoice. A write-back not yet sent for the voided invoice is
    cancelled: a voided invoice's paidDate is never written.
 
+Drift is about the latest read: a later read that no longer contradicts the ledger (it agrees,
+or it shows a date Autotask set itself) resolves the invoice's open paidDate drift. So a read
+taken just before one of our write-backs settled, and reconciled just after, opens a drift row
+that the next read closes (the daily run re-reads every unpaid and recently paid invoice).
+
 Where it runs, and why here: the rule needs the ledger, which is payments', one layer above the
 sync, and the sync must not import payments. So the rule lives with the ledger, and the sync
 asks it through the one registry it already has for upward work (`sync/hooks.py`:
@@ -140,7 +145,10 @@ def reconcile_invoice_rows(*, partner, rows: list[dict], run=None, now=None) -> 
         for row, mine in suspects:
             if (mine["id"], row[FIELD]) in ours:
                 drifts.append((row, mine, Reason.PAID_DATE_NOT_CLEARED))
-            # else: paid in Autotask itself after we cleared ours (rule 3, last sentence)
+            else:
+                # Paid in Autotask itself after we cleared ours (rule 3, last sentence): the
+                # read no longer contradicts our ledger, so paidDate drift of it is over.
+                settled_ok.append(mine["id"])
     for row, mine, reason in drifts:
         _record_drift(partner, row, mine, reason, run=run, now=now)
         row[FIELD] = mine[FIELD]  # never adopted
@@ -293,15 +301,24 @@ def replacement_propose(
 
 def replacements_fill(*, partner) -> int:
     """After a successful sync: propose a replacement for open `voided_after_payment` rows that
-    have none yet (the re-issued invoice may arrive after the void). Returns how many got one."""
+    have none yet (the re-issued invoice may arrive after the void) or whose proposal can no
+    longer take payments. Returns how many got one."""
     filled = 0
+    # No proposal yet, or one that can no longer take the payments (voided, paid in Autotask
+    # or archived since): propose again.
+    stale = (
+        Q(replacement__isnull=True)
+        | Q(replacement__voided=True)
+        | Q(replacement__paid_in_autotask_on__isnull=False)
+        | Q(replacement__archived_at__isnull=False)
+    )
     open_rows = ReconciliationDrift.objects.for_partner(partner).filter(
-        reason=Reason.VOIDED_AFTER_PAYMENT, resolved_at__isnull=True, replacement__isnull=True
+        stale, reason=Reason.VOIDED_AFTER_PAYMENT, resolved_at__isnull=True
     )
     for drift in open_rows.select_related("invoice")[:500]:
         found = replacement_propose(partner, drift.invoice_id, drift.invoice.customer_id)
-        if found is not None:
+        if found is not None or drift.replacement_id is not None:
             drift.replacement = found
             drift.save(update_fields=["replacement"])
-            filled += 1
+            filled += found is not None
     return filled

@@ -18,20 +18,14 @@ sender retries connection errors and non-2xx answers: still 0 lost, 0 duplicated
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import requests
@@ -40,12 +34,10 @@ from invoices.models import Invoice
 from payments import webhooks
 from payments.models import Payment, WebhookEvent, WritebackOutbox
 from payments.services import ledger, payment_settings, webhook_events
+from tests.harness.gunicorn import Gunicorn
 from tests.harness.sandbox import reopen_paid_invoices
 from tests.harness.workers import (
-    ROOT,
     Worker,
-    alive,
-    children,
     wait_for,
     worker_environment,
 )
@@ -59,82 +51,6 @@ SEED = 20260401
 SPLIT_SHARE = 0.1  # of the events: invoices paid in two halves (2 events each)
 PARTIAL_SHARE = 0.1  # of the events: one partial payment, the invoice stays open
 DRAIN_TIMEOUT = 300  # a bound, not a target: a busy 2-core machine drains slowly
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    """`gunicorn config.wsgi:application -w 2` on a free 127.0.0.1 port, killed by pid."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2):
-        self.env, self.log_path, self.workers = env, log_path, workers
-        self.port = _free_port()
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Gunicorn:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi:application",
-                "-w",
-                str(self.workers),
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "--graceful-timeout",
-                "5",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-        def ready():
-            if self.proc.poll() is not None:
-                return True
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
-            return False
-
-        wait_for(ready, timeout=60, interval=0.1, what="gunicorn ready")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited at start:\n{self.log_path.read_text()[-4000:]}")
-        wait_for(lambda: len(self.worker_pids()) == self.workers, timeout=30, what="workers")
-        return self
-
-    def worker_pids(self) -> list[int]:
-        return [pid for pid in children(self.proc.pid) if alive(pid)]
-
-    def kill_one_worker(self) -> int:
-        pid = self.worker_pids()[0]
-        os.kill(pid, signal.SIGKILL)
-        return pid
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        pids = [*children(self.proc.pid), self.proc.pid]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-        for pid in pids:
-            wait_for(lambda pid=pid: not alive(pid), timeout=10, what=f"pid {pid} gone")
-        self.proc = None
-        self._log.close()
 
 
 @pytest.fixture

@@ -257,3 +257,32 @@ def test_the_dashboard_and_ops_move_payments(
     assert (move.via, move.moved_by_id) == ("ops", staff.pk)
     assert not open_voided_drift(partner_a, second).exists()
     assert timezone.now() >= move.created_at
+
+
+def test_a_proposal_that_can_no_longer_take_payments_is_proposed_again(partner_a, make_invoice):
+    from payments.services.reconcile import replacements_fill
+
+    voided = make_invoice(partner_a, total="50.00", voided=True, paid_here=Decimal("50.00"))
+    customer = voided.customer
+    first = make_invoice(partner_a, customer=customer, autotask_id=voided.autotask_id + 1)
+    second = make_invoice(partner_a, customer=customer, autotask_id=voided.autotask_id + 2)
+    drift = ReconciliationDrift.objects.create(
+        partner=partner_a,
+        invoice=voided,
+        reason=VOIDED,
+        replacement=first,
+        last_seen_at=timezone.now(),
+    )
+    assert replacements_fill(partner=partner_a) == 0  # still good: left alone
+    drift.refresh_from_db()
+    assert drift.replacement_id == first.pk
+
+    Invoice.objects.filter(pk=first.pk).update(voided=True)  # re-issued again in Autotask
+    assert replacements_fill(partner=partner_a) == 1
+    drift.refresh_from_db()
+    assert drift.replacement_id == second.pk
+
+    Invoice.objects.filter(pk=second.pk).update(paid_in_autotask_on=timezone.localdate())
+    assert replacements_fill(partner=partner_a) == 0
+    drift.refresh_from_db()
+    assert drift.replacement_id is None  # nothing open to propose: no stale proposal shown
