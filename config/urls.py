@@ -14,7 +14,7 @@ from integrations import api as integrations_api
 from integrations.views import IntegrationsView
 from invoices import api as invoices_api
 from partners import api as partner_api
-from partners.views import DashboardHomeView
+from partners.views import DashboardHomeView, TimeZoneView
 from payments import api as payments_api
 from payments import views as payments_views
 from sync import api as sync_api
@@ -74,6 +74,7 @@ dashboard = [
     path("payments/", payments_views.PaymentListView.as_view(), name="payments"),
     path("integrations/", IntegrationsView.as_view(), name="integrations"),
     path("preferences/", PreferencesView.as_view(), name="preferences"),
+    path("preferences/time-zone/", TimeZoneView.as_view(), name="time-zone"),
 ]
 
 urlpatterns = [

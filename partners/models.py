@@ -1,3 +1,5 @@
+import zoneinfo
+
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
 from django.utils.text import slugify
@@ -33,6 +35,14 @@ class Partner(models.Model):
         if not self.slug:
             self.slug = slugify(self.name)[:80] or "partner"
         super().save(*args, **kwargs)
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The partner's time zone; UTC when the stored name is unknown."""
+        try:
+            return zoneinfo.ZoneInfo(self.time_zone or "UTC")
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            return zoneinfo.ZoneInfo("UTC")
 
 
 class PartnerOwnedQuerySet(models.QuerySet):

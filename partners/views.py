@@ -1,9 +1,13 @@
+import functools
 import re
 import uuid
+import zoneinfo
 
 from django.contrib import messages
 from django.db import transaction
 from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.views import View
 from django.views.generic import FormView, TemplateView
 
 from config.api import DomainError
@@ -93,3 +97,25 @@ class DashboardHomeView(PartnerPageView):
         ctx["o"] = partner_overview(partner=self.partner)
         ctx["zone"] = partner_zone(self.partner)
         return ctx
+
+
+class TimeZoneView(PartnerRequiredMixin, View):
+    """POST `time_zone` (an IANA name, e.g. Europe/Berlin): the partner's time zone, used for
+    every time the dashboard shows (partners/middleware.py). Owners and admins only."""
+
+    manager_only = True
+
+    def post(self, request):
+        name = (request.POST.get("time_zone") or "").strip()
+        if name not in time_zone_choices():
+            messages.error(request, "Choose a time zone from the list (for example Europe/Berlin).")
+        else:
+            self.partner.time_zone = name
+            self.partner.save(update_fields=["time_zone"])
+            messages.success(request, f"Times are now shown in {name}.")
+        return HttpResponseRedirect(reverse("dashboard:preferences") + "#time-zone")
+
+
+@functools.cache
+def time_zone_choices() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())

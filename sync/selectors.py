@@ -88,10 +88,7 @@ def action_for(kind: str) -> ManualAction:
 
 
 def partner_zone(partner: Partner) -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(partner.time_zone or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return zoneinfo.ZoneInfo("UTC")
+    return partner.zone
 
 
 @dataclass(frozen=True)

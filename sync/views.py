@@ -1,3 +1,5 @@
+import zoneinfo
+
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -130,5 +132,7 @@ class PreferencesView(PartnerPageView):
             actions=list((status["actions"] or {}).values()),
             zone=selectors.partner_zone(self.partner),
             runs=self.get_partner_queryset(SyncRun).order_by("-created_at", "-id")[:20],
+            time_zones=sorted(zoneinfo.available_timezones()),
+            can_manage=self.request.user.can_manage_partner,
         )
         return ctx
