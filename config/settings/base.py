@@ -67,6 +67,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "partners.context_processors.partner",
             ],
+            # `money` and `when` filters in every template (partners/formatting.py).
+            "builtins": ["partners.templatetags.paysync"],
         },
     },
 ]
@@ -92,6 +94,8 @@ LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
+# Babel locale for money on the dashboard (symbols, grouping): partners/formatting.py.
+PAYSYNC_MONEY_LOCALE = env.get("PAYSYNC_MONEY_LOCALE", "en_US")
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
