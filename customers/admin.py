@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from ops.mixins import PartnerColumnMixin
+from ops.mixins import NoBulkDeleteMixin, PartnerColumnMixin
 
 from .models import Customer
 from .services import SYNCED_FIELDS
@@ -19,7 +19,7 @@ MIRRORED = [
 
 
 @admin.register(Customer)
-class CustomerAdmin(PartnerColumnMixin, admin.ModelAdmin):
+class CustomerAdmin(NoBulkDeleteMixin, PartnerColumnMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "partner_name",

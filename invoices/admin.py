@@ -1,12 +1,12 @@
 from django.contrib import admin
 
-from ops.mixins import PartnerColumnMixin
+from ops.mixins import NoBulkDeleteMixin, PartnerColumnMixin
 
 from .models import Invoice
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(PartnerColumnMixin, admin.ModelAdmin):
+class InvoiceAdmin(NoBulkDeleteMixin, PartnerColumnMixin, admin.ModelAdmin):
     """Read-only where it mirrors Autotask, and money fields are never edited here (not even
     by superusers): balances change only through syncs and the payment services. Only the
     archive flag can be changed, by users with the change permission (not support)."""

@@ -19,7 +19,7 @@ outcome, never a credential.
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Q
 from django.urls import reverse
@@ -35,7 +35,14 @@ from payments.models import WebhookEvent, WritebackOutbox
 from sync.models import SyncRun
 
 from .filters import ConnectionStatusFilter, HasOpenProblemsFilter, SchedulesPausedFilter
-from .mixins import OpsActionsMixin, changelist_url, run_ops_syncs
+from .mixins import (
+    NoBulkDeleteMixin,
+    ObjectOpsButtonsMixin,
+    changelist_url,
+    connection_test,
+    run_ops_syncs,
+    schedules_set_paused,
+)
 from .selectors import ALL_KINDS, attach_budgets, partner_overview
 
 # API tokens are credentials: DRF registers an admin that lists their keys in clear.
@@ -62,15 +69,16 @@ def _ago(when) -> str:
 
 
 @admin.register(Partner)
-class PartnerAdmin(OpsActionsMixin, admin.ModelAdmin):
+class PartnerAdmin(NoBulkDeleteMixin, ObjectOpsButtonsMixin, admin.ModelAdmin):
+    # Open problems right after the name: the column ops look for must be on screen at 1366 px.
     list_display = [
         "name",
-        "users",
+        "open_problems",
         "connection",
+        "users",
         "last_new_data",
         "last_unpaid",
         "autotask_requests",
-        "open_problems",
     ]
     search_fields = ["name", "slug"]
     search_help_text = (
@@ -84,7 +92,21 @@ class PartnerAdmin(OpsActionsMixin, admin.ModelAdmin):
     ]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [UserInline]
-    actions = ["run_fetch_new_data_now", "run_fetch_unpaid_invoices_now"]
+    actions = [
+        "test_connection",
+        "run_fetch_new_data_now",
+        "run_fetch_unpaid_invoices_now",
+        "pause_schedules",
+        "resume_schedules",
+    ]
+    # The same actions as buttons on the partner's page (ops/mixins.py ObjectOpsButtonsMixin).
+    object_ops_buttons = [
+        ("test_connection", "Test connection"),
+        ("run_fetch_new_data_now", "Run Fetch New Data now"),
+        ("run_fetch_unpaid_invoices_now", "Run Fetch Unpaid Invoices now"),
+        ("pause_schedules", "Pause schedules"),
+        ("resume_schedules", "Resume schedules"),
+    ]
     fieldsets = [
         (None, {"fields": ["name", "slug", "primary_integration", "time_zone"]}),
         (
@@ -104,6 +126,12 @@ class PartnerAdmin(OpsActionsMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "created_at"] if obj else self.readonly_fields
+
+    def get_object_ops_buttons(self, request, obj):
+        if obj.connection_id is None:  # nothing to test, sync or pause yet
+            return []
+        hidden = "pause_schedules" if obj.schedules_paused else "resume_schedules"
+        return [b for b in self.object_ops_buttons if b[0] != hidden]
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:  # adding: nothing to show yet
@@ -234,6 +262,36 @@ class PartnerAdmin(OpsActionsMixin, admin.ModelAdmin):
     @admin.action(description="Run Fetch Unpaid Invoices now", permissions=["ops"])
     def run_fetch_unpaid_invoices_now(self, request, queryset):
         run_ops_syncs(self, request, [(p, p) for p in queryset], SyncRun.Kind.UNPAID)
+
+    def _connections(self, request, queryset):
+        """(connection, partner) pairs; partners never connected are named in a warning."""
+        partners = {p.pk: p for p in queryset}
+        found = AutotaskConnection.objects.filter(partner_id__in=partners).order_by("partner_id")
+        pairs = [(c, partners[c.partner_id]) for c in found]
+        connected = {c.partner_id for c, _ in pairs}
+        missing = sorted(str(p) for pk, p in partners.items() if pk not in connected)
+        if missing:
+            self.message_user(
+                request, f"Not connected to Autotask: {', '.join(missing)}.", messages.WARNING
+            )
+        return pairs
+
+    @admin.action(description="Test connection (with the stored credentials)", permissions=["ops"])
+    def test_connection(self, request, queryset):
+        for conn, partner in self._connections(request, queryset):
+            outcome, level = connection_test(conn)
+            self.log_change(request, partner, f"Tested connection: {outcome}")
+            self.message_user(request, f"{partner}: {outcome}", level)
+
+    @admin.action(description="Pause schedules", permissions=["ops"])
+    def pause_schedules(self, request, queryset):
+        pairs = self._connections(request, queryset)
+        schedules_set_paused(self, request, pairs, paused=True)
+
+    @admin.action(description="Resume schedules", permissions=["ops"])
+    def resume_schedules(self, request, queryset):
+        pairs = self._connections(request, queryset)
+        schedules_set_paused(self, request, pairs, paused=False)
 
 
 @admin.register(User)

@@ -91,6 +91,13 @@ class DashboardHomeView(PartnerPageView):
     nav = "home"
     title = "Overview"
 
+    def dispatch(self, request, *args, **kwargs):
+        # Ops staff have no partner: the home page sends them to their console, not a 403.
+        user = request.user
+        if user.is_authenticated and user.is_staff and user.partner_id is None:
+            return HttpResponseRedirect(reverse("admin:index"))
+        return super().dispatch(request, *args, **kwargs)
+
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
         ctx["team"] = self.get_partner_queryset(User).order_by("username")

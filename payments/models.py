@@ -226,6 +226,8 @@ class WritebackOutbox(PartnerOwnedModel):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name = "write-back outbox entry"
+        verbose_name_plural = "write-back outbox entries"
         indexes = [models.Index(fields=["state", "next_attempt_at"])]
 
     def __str__(self):
@@ -257,6 +259,7 @@ class WritebackAttempt(PartnerOwnedModel):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "write-back attempt"
         ordering = ["-started_at", "-id"]
 
     def __str__(self):

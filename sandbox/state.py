@@ -219,6 +219,68 @@ class SandboxDatabase:
     def table(self, entity: str) -> Table:
         return self.tables[entity.lower()]
 
+    # -- saved state (sandbox/persist.py) --------------------------------------------------
+
+    def data_version(self) -> tuple:
+        """Changes whenever the data or the settings change (tables swap their snapshot on
+        every write), so a saver can tell cheaply whether there is anything to save."""
+        return (
+            tuple(id(t.snapshot()) for t in self.tables.values()),
+            self._next_number,
+            repr(self._pending_credits),
+            repr(self.pdf_failures),
+            self.company_types,
+            self._own_company_row,
+            repr(self.settings()),
+        )
+
+    def export_state(self) -> dict:
+        """What a partner would have changed in Autotask (rows, ids, credits, picklist,
+        switches, PDF failures), as JSON-ready values. Not the request log, the rolling hour
+        or the faults: those belong to one run of the server."""
+        with self._write_lock:
+            return {
+                "tables": {
+                    name: {
+                        "high_id": table.high_id,
+                        "rows": [_pack(r) for r in table.snapshot()[1]],
+                    }
+                    for name, table in self.tables.items()
+                },
+                "next_number": self._next_number,
+                "pending_credits": {str(k): v for k, v in self._pending_credits.items()},
+                "pdf_failures": {str(k): v for k, v in self.pdf_failures.items()},
+                "company_types": [list(pair) for pair in self.company_types],
+                "own_company_row": _pack(self._own_company_row),
+                "settings": self.settings(),
+            }
+
+    def import_state(self, state: dict) -> None:
+        """Replace the generated data with `export_state()`'s output."""
+        with self._write_lock:
+            picklist = tuple((int(v), label) for v, label in state["company_types"])
+            self.company_types = picklist
+            self.entities["companies"] = (
+                COMPANIES
+                if picklist == COMPANY_TYPES
+                else COMPANIES.with_picklist("companyType", picklist)
+            )
+            self.tables = {
+                name: Table(self.entities[name], [_unpack(r) for r in saved["rows"]])
+                for name, saved in state["tables"].items()
+            }
+            for name, saved in state["tables"].items():
+                self.tables[name].high_id = max(self.tables[name].high_id, saved["high_id"])
+            self._next_number = state["next_number"]
+            self._pending_credits = {int(k): v for k, v in state["pending_credits"].items()}
+            self.pdf_failures = {int(k): v for k, v in state["pdf_failures"].items()}
+            self._own_company_row = _unpack(state["own_company_row"])
+            settings = dict(state["settings"])
+            self.threshold = settings.pop("threshold", self.threshold)
+            self.latency_ms = settings.pop("latency_ms", self.latency_ms)
+            self.switches = Switches()
+            self.switches.update(**settings)
+
     # -- limits ---------------------------------------------------------------------------
 
     def acquire_slot(self, endpoint: str) -> bool:
@@ -904,6 +966,24 @@ class SandboxDatabase:
             except KeyError:
                 raise KeyError(f"{table.entity.name} {row_id} not found") from None
             return table.as_dict(row)
+
+
+def _pack(value: Any) -> Any:
+    """Rows are tuples that may hold tuples (picklist pairs) and lists: JSON keeps lists, so
+    tuples are tagged to come back as tuples."""
+    if isinstance(value, tuple):
+        return {"t": [_pack(v) for v in value]}
+    if isinstance(value, list):
+        return [_pack(v) for v in value]
+    return value
+
+
+def _unpack(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"t"}:
+        return tuple(_unpack(v) for v in value["t"])
+    if isinstance(value, list):
+        return [_unpack(v) for v in value]
+    return value
 
 
 def check_own_company_change(company_id: int, values: dict[str, Any]) -> None:

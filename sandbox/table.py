@@ -63,6 +63,16 @@ class Table:
             return rows[pos]
         return None
 
+    @property
+    def high_id(self) -> int:
+        """The highest id the table has ever held (saved with the rows: ids are never reused)."""
+        return self._high_id
+
+    @high_id.setter
+    def high_id(self, value: int) -> None:
+        with self._lock:
+            self._high_id = value
+
     def next_id(self, *, reuse: bool = False) -> int:
         """The id for a new row: never one a deleted row had, unless ``reuse``."""
         ids = self._snapshot[0]

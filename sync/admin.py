@@ -5,7 +5,7 @@ from django.db.models import Subquery
 from django.utils import timezone
 from django.utils.html import format_html
 
-from ops.mixins import PartnerColumnMixin, changelist_url
+from ops.mixins import NoBulkDeleteMixin, PartnerColumnMixin, changelist_url
 
 from .models import ChangeLogEntry, SyncRun, SyncState
 
@@ -42,7 +42,7 @@ class SinceFilter(admin.SimpleListFilter):
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(PartnerColumnMixin, admin.ModelAdmin):
+class SyncRunAdmin(NoBulkDeleteMixin, PartnerColumnMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "partner_name",
@@ -114,7 +114,7 @@ class SyncRunAdmin(PartnerColumnMixin, admin.ModelAdmin):
 
 
 @admin.register(ChangeLogEntry)
-class ChangeLogEntryAdmin(PartnerColumnMixin, admin.ModelAdmin):
+class ChangeLogEntryAdmin(NoBulkDeleteMixin, PartnerColumnMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "partner_name",
@@ -140,7 +140,7 @@ class ChangeLogEntryAdmin(PartnerColumnMixin, admin.ModelAdmin):
 
 
 @admin.register(SyncState)
-class SyncStateAdmin(PartnerColumnMixin, admin.ModelAdmin):
+class SyncStateAdmin(NoBulkDeleteMixin, PartnerColumnMixin, admin.ModelAdmin):
     list_display = [
         "partner_name",
         "lease_run",

@@ -102,6 +102,7 @@ class ChangeLogEntry(PartnerOwnedModel):
 
     class Meta:
         ordering = ["id"]
+        verbose_name_plural = "change log entries"
         indexes = [
             models.Index(fields=["partner", "record_type", "record_id"]),
             models.Index(fields=["run"]),

@@ -9,3 +9,23 @@
     button.setAttribute("aria-expanded", open ? "true" : "false");
   });
 })();
+
+// Cards scroll sideways on narrow screens (wide tables). A scrolling card must be reachable
+// from the keyboard (WCAG 2.1.1; axe "scrollable-region-focusable"): give exactly those a tab
+// stop, and take it away again when the card fits.
+(function () {
+  function mark() {
+    document.querySelectorAll(".card").forEach(function (card) {
+      var scrolls = card.scrollWidth > card.clientWidth + 1;
+      if (scrolls && !card.hasAttribute("tabindex")) {
+        card.setAttribute("tabindex", "0");
+        card.dataset.scrollStop = "1";
+      } else if (!scrolls && card.dataset.scrollStop) {
+        card.removeAttribute("tabindex");
+        delete card.dataset.scrollStop;
+      }
+    });
+  }
+  mark();
+  window.addEventListener("resize", mark);
+})();

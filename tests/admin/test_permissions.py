@@ -158,15 +158,54 @@ def test_support_cannot_delete(client, support_user, connected, url_name):
     assert type(obj).objects.filter(pk=obj.pk).exists()
 
 
-def test_support_has_no_delete_action(client, support_user, superuser, connected):
+def test_nobody_has_a_bulk_delete_of_partners(client, support_user, superuser, connected):
     client.force_login(support_user)
     page = client.get(reverse("admin:partners_partner_changelist"))
     choices = [name for name, _ in page.context["action_form"].fields["action"].choices]
-    assert choices == ["", "run_fetch_new_data_now", "run_fetch_unpaid_invoices_now"]
+    assert choices == [
+        "",
+        "test_connection",
+        "run_fetch_new_data_now",
+        "run_fetch_unpaid_invoices_now",
+        "pause_schedules",
+        "resume_schedules",
+    ]
+    # Not even superusers: one wrong tick would cascade into partners' data and payments.
     client.force_login(superuser)
     page = client.get(reverse("admin:partners_partner_changelist"))
     choices = [name for name, _ in page.context["action_form"].fields["action"].choices]
-    assert "delete_selected" in choices
+    assert "delete_selected" not in choices
+    assert b"Delete selected" not in page.content
+    response = client.post(
+        reverse("admin:partners_partner_changelist"),
+        {"action": "delete_selected", "_selected_action": [connected.partner.pk], "post": "yes"},
+    )
+    assert response.status_code in (200, 302)
+    assert type(connected.partner).objects.filter(pk=connected.partner.pk).exists()
+
+
+@pytest.mark.parametrize(
+    ("url_name", "bulk_delete"),
+    [
+        ("admin:customers_customer_changelist", False),
+        ("admin:invoices_invoice_changelist", False),
+        ("admin:sync_syncrun_changelist", False),
+        ("admin:sync_syncstate_changelist", False),
+        ("admin:sync_changelogentry_changelist", False),
+        ("admin:integrations_integrationevent_changelist", False),
+        # Harmless, kept: users (no data hangs on them) and beat's periodic tasks.
+        ("admin:partners_user_changelist", True),
+        ("admin:django_celery_beat_periodictask_changelist", True),
+    ],
+)
+def test_bulk_delete_only_where_harmless(client, superuser, connected, url_name, bulk_delete):
+    client.force_login(superuser)
+    page = client.get(reverse(url_name))
+    assert page.status_code == 200
+    form = page.context["action_form"]  # None when no action is left at all
+    choices = [name for name, _ in form.fields["action"].choices] if form else []
+    assert ("delete_selected" in choices) is bulk_delete
+    assert (b"Delete selected" in page.content) is bulk_delete
 
 
 def test_superuser_can_delete_and_edit_periodic_tasks(client, superuser, connected):

@@ -3,7 +3,12 @@ sandbox, one connected (its invoices arrive within a minute) and one not yet con
 the Connect form with the printed sandbox credentials).
 
 Passwords and sandbox secrets are generated once and kept in var/ (never in git), so every run
-prints the same working credentials.
+prints the same working credentials. The same file holds the ops login: a superuser `ops` for
+the Django admin (/admin/), the ops console (its password, like the partners', is set again
+from the file at every run, so the printed one always works).
+
+What it prints about each partner is read from the database at that moment (connected, needs
+attention, not connected), never assumed: Second MSP says "connected" once someone connected it.
 
   manage.py demo_setup --write-sandbox-config var/sandbox.json --sandbox-port 8001
   manage.py demo_setup --connect          # after the sandbox answers
@@ -17,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from integrations.connect import ConnectError, autotask_connect
+from integrations.models import AutotaskConnection
 from integrations.selectors import connection_for
 from partners.models import Partner, User
 
@@ -25,6 +31,7 @@ PARTNERS = [
     ("demo-msp", "Demo MSP", "demo", "api-demo@sandbox.test"),
     ("second-msp", "Second MSP", "demo2", "api-second@sandbox.test"),
 ]
+OPS_USERNAME = "ops"
 
 
 def _state() -> dict:
@@ -40,11 +47,31 @@ def _state() -> dict:
                 "sandbox_secret": secrets.token_urlsafe(18),
             }
             changed = True
+    if "ops" not in state:
+        state["ops"] = {"username": OPS_USERNAME, "password": secrets.token_urlsafe(12)}
+        changed = True
     if changed:
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(state, indent=2))
         path.chmod(0o600)
     return state
+
+
+CONNECTION_WORDS = {
+    AutotaskConnection.Status.CONNECTED: "Autotask connected",
+    AutotaskConnection.Status.NEEDS_ATTENTION: "Autotask connection needs attention",
+    AutotaskConnection.Status.DISCONNECTED: "disconnected",
+}
+
+
+def _ensure_ops_user(creds: dict) -> None:
+    """The ops login: a staff superuser without a partner (staff never belong to one)."""
+    user = User.objects.filter(username=creds["username"]).first() or User(
+        username=creds["username"], email=f"{creds['username']}@paysync.test"
+    )
+    user.partner, user.is_staff, user.is_superuser, user.is_active = None, True, True, True
+    user.set_password(creds["password"])
+    user.save()
 
 
 class Command(BaseCommand):
@@ -75,6 +102,7 @@ class Command(BaseCommand):
                 user.partner, user.role, user.is_active = partner, User.Role.OWNER, True
                 user.set_password(creds["password"])
                 user.save()
+            _ensure_ops_user(state["ops"])
 
         if write_sandbox_config:
             config = {
@@ -101,15 +129,25 @@ class Command(BaseCommand):
         if connect:
             self._connect_first(state)
 
-        first, second = (state[p[0]] for p in PARTNERS)
         self.stdout.write(self.style.SUCCESS(f"PaySync demo: open {url}"))
+        for slug, name, _, _ in PARTNERS:
+            creds = state[slug]
+            conn = connection_for(partner=Partner.objects.get(slug=slug))
+            status = conn.status if conn is not None else None
+            label = CONNECTION_WORDS.get(status, "not connected yet")
+            self.stdout.write(
+                f"  {f'{name} ({label}):':<40} sign in as {creds['username']} / {creds['password']}"
+            )
+            if status is None or status == AutotaskConnection.Status.DISCONNECTED:
+                self.stdout.write(
+                    f"    then Integrations → Connect with Username (Key) {creds['sandbox_user']} "
+                    f"and Password (Secret) {creds['sandbox_secret']}"
+                )
+        ops = state["ops"]
+        admin_url = url.rstrip("/") + "/admin/"
         self.stdout.write(
-            f"  Demo MSP (Autotask connected):   sign in as {first['username']} / "
-            f"{first['password']}\n"
-            f"  Second MSP (not connected yet):  sign in as {second['username']} / "
-            f"{second['password']}\n"
-            f"    then Integrations → Connect with Username (Key) {second['sandbox_user']} "
-            f"and Password (Secret) {second['sandbox_secret']}"
+            f"  {'Ops console (Django admin):':<40} {admin_url} as {ops['username']} / "
+            f"{ops['password']}"
         )
 
     def _connect_first(self, state):

@@ -4,17 +4,23 @@ One database from the single-database options, or several from ``--database
 username:secret:integrationcode`` (repeatable; each gets its own data, threshold and zone
 URL, with the shared --seed/--companies/--invoices/--latency-ms/--threshold) or from
 ``--config file.json``: ``{"host": …, "port": …, "databases": [{SandboxDatabase kwargs}]}``.
+
+``--state PATH`` keeps the data in PATH across restarts (sandbox/persist.py: loaded at start,
+saved about once a second when it changed and at stop); ``--reset`` deletes it first.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from sandbox.persist import StateFile
 from sandbox.server import SandboxServer
 from sandbox.state import SandboxDatabase
 
@@ -46,6 +52,12 @@ class Command(BaseCommand):
             help="add a database (repeatable); replaces the single-database credentials",
         )
         parser.add_argument("--config", type=Path, help="JSON file with host, port, databases")
+        parser.add_argument(
+            "--state", type=Path, help="keep the data in this JSON file across restarts"
+        )
+        parser.add_argument(
+            "--reset", action="store_true", help="with --state: forget the saved data first"
+        )
 
     def handle(self, *args, **options) -> None:
         host, port = options["host"], options["port"]
@@ -91,6 +103,13 @@ class Command(BaseCommand):
             databases = [SandboxDatabase(**spec) for spec in specs]
         except TypeError as error:
             raise CommandError(f"bad database settings: {error}") from error
+        state = None
+        if options["state"]:
+            state = StateFile(options["state"], list(zip(databases, specs, strict=True)))
+            if options["reset"] and state.reset():
+                self.stdout.write(f"Saved sandbox data in {options['state']} deleted (--reset).")
+            for line in state.load():
+                self.stdout.write(f"  {line}")
         generated = time.perf_counter() - started
         for db in databases:
             db.warm()
@@ -110,4 +129,19 @@ class Command(BaseCommand):
                 f"latency={db.latency_ms}ms\n    {counts}"
             )
         self.stdout.flush()
-        server.serve_forever()
+        if state is None:
+            server.serve_forever()
+            return
+        state.start_autosave(on_error=lambda e: self.stderr.write(f"sandbox state not saved: {e}"))
+        if threading.current_thread() is threading.main_thread():
+            # bin/run stops its processes with SIGTERM: end like Ctrl-C, so the last changes
+            # are saved (serve_forever returns on KeyboardInterrupt).
+            signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            server.serve_forever()
+        finally:
+            state.stop()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
