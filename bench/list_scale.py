@@ -60,7 +60,7 @@ def insert_select(cur, table: str, given: dict[str, str], source: str) -> None:
         columns.setdefault(name, NEUTRAL.get(kind, "''"))
     names = ", ".join(columns)
     values = ", ".join(columns.values())
-    cur.execute(f"INSERT INTO {table} ({names}) SELECT {values} FROM {source}")  # noqa: S608
+    cur.execute(f"INSERT INTO {table} ({names}) SELECT {values} FROM {source}")
 
 
 def fill(partners: int, invoices: int, big: int) -> None:
@@ -107,7 +107,8 @@ def fill(partners: int, invoices: int, big: int) -> None:
             "(SELECT DISTINCT partner_id, (k / 20) * 20 AS k FROM inv_plan) c",
         )
         cur.execute(
-            "CREATE TEMP TABLE cust_map AS SELECT id, partner_id, autotask_id FROM customers_customer"
+            "CREATE TEMP TABLE cust_map AS "
+            "SELECT id, partner_id, autotask_id FROM customers_customer"
         )
         cur.execute("CREATE INDEX ON cust_map (partner_id, autotask_id)")
         insert_select(
@@ -133,7 +134,8 @@ def fill(partners: int, invoices: int, big: int) -> None:
                 "created_at": "now()",
                 "updated_at": "now()",
             },
-            "inv_plan i JOIN cust_map c ON c.partner_id = i.partner_id AND c.autotask_id = i.k / 20",
+            "inv_plan i JOIN cust_map c "
+            "ON c.partner_id = i.partner_id AND c.autotask_id = i.k / 20",
         )
         insert_select(
             cur,
@@ -143,7 +145,9 @@ def fill(partners: int, invoices: int, big: int) -> None:
                 "invoice_id": "v.id",
                 "amount": "v.total",
                 "currency": "'USD'",
-                "received_at": "timestamptz '2024-01-01' + (v.autotask_id % 700) * interval '1 day'",
+                "received_at": (
+                    "timestamptz '2024-01-01' + (v.autotask_id % 700) * interval '1 day'"
+                ),
                 "status": "'succeeded'",
                 "created_at": "now()",
                 "updated_at": "now()",

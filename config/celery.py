@@ -43,7 +43,9 @@ def _database_connections(task=None, **kwargs):
     otherwise close (and the next task reopen, a new PostgreSQL backend each time) every
     connection around every task: ~10 % of a payments worker's time went to connecting.
     CELERY_DB_REUSE_MAX (settings) keeps the fixup from doing so. Eager tasks run inside the
-    caller's transaction and are left alone, as the fixup does."""
+    caller's transaction and are left alone, as the fixup does. On the sync queue's threads
+    pool (issue 19) these signals run on the task's own thread and Django's connections are
+    per thread, so each thread checks and keeps only its own connection."""
     if task is not None and getattr(task.request, "is_eager", False):
         return
     from django.db import close_old_connections

@@ -1,5 +1,5 @@
-"""Dashboard pages of the partner's customers: the list, archiving and customers created here
-(R7, R9)."""
+"""Dashboard pages of the partner's customers: the list (sortable, totals, CSV export), the
+customer's page, archiving and customers created here (R7, R9, issue 17 item 8)."""
 
 from urllib.parse import urlencode
 
@@ -8,14 +8,52 @@ from django.core.paginator import Paginator
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 from django.views import View
 
+from config.listing import csv_response, parse_sort, query_without, sort_headers
+from invoices.selectors import (
+    CUSTOMER_DEFAULT_SORT,
+    CUSTOMER_SORTS,
+    customer_balance,
+    customer_list,
+    customers_outstanding,
+    invoice_list,
+)
 from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerFormView, PartnerPageView
+from payments.models import Payment
 
 from . import services
 from .forms import CustomerCreateForm
 from .models import Customer
+
+CUSTOMER_COLUMNS = [
+    ("Name", "name"),
+    ("Number", "number"),
+    ("City", "city"),
+    ("Phone", None),
+    ("Currency", "currency"),
+    ("Outstanding", "outstanding"),
+    ("Source", None),
+    ("Active", None),
+    ("", None),
+]
+CSV_CHUNK = 2000
+PAGE_INVOICES = 100  # the customer page's invoices; the rest through the filtered invoice list
+PAGE_PAYMENTS = 10
+
+
+def _customer_filters(view):
+    g = view.request.GET
+    sort = parse_sort(g.get("sort"), CUSTOMER_SORTS, CUSTOMER_DEFAULT_SORT)
+    qs = customer_list(
+        partner=view.partner,
+        search=g.get("q", "")[:100],
+        archived=g.get("archived", "no"),
+        sort=sort.key,
+    )
+    return qs, sort
 
 
 class CustomerListView(PartnerPageView):
@@ -26,14 +64,93 @@ class CustomerListView(PartnerPageView):
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
         g = self.request.GET
-        qs = self.get_partner_queryset(Customer)
-        if g.get("archived") == "only":
-            qs = qs.filter(archived_at__isnull=False)
-        elif g.get("archived") != "all":
-            qs = qs.filter(archived_at__isnull=True)
-        if g.get("q"):
-            qs = qs.filter(name__icontains=g["q"][:100])
-        ctx.update(page=Paginator(qs, 50).get_page(g.get("page")), q=g.get("q", ""))
+        qs, sort = _customer_filters(self)
+        ctx.update(
+            page=Paginator(qs, 50).get_page(g.get("page")),
+            totals=customers_outstanding(partner=self.partner, customers=qs),
+            headers=sort_headers(g, sort, CUSTOMER_COLUMNS),
+            sort=sort.key,
+            query=query_without(g, "page"),
+            q=g.get("q", ""),
+            archived=g.get("archived", "no"),
+        )
+        return ctx
+
+
+class CustomerExportView(PartnerRequiredMixin, View):
+    """`/invoices/customers/export.csv`: the filtered list, in the list's order, streamed."""
+
+    def get(self, request):
+        qs, _sort = _customer_filters(self)
+        rows = qs.values_list(
+            "name",
+            "number",
+            "email",
+            "phone",
+            "address1",
+            "address2",
+            "city",
+            "state",
+            "postal_code",
+            "currency",
+            "outstanding_total",
+            "source",
+            "active",
+            "archived_at",
+        ).iterator(chunk_size=CSV_CHUNK)
+
+        def lines():
+            for *fields, owed, source, active, archived_at in rows:
+                yield (
+                    *fields,
+                    f"{owed:.2f}",  # SQLite's sum loses the scale ("15" for 15.00)
+                    source,
+                    "yes" if active else "no",
+                    "yes" if archived_at else "no",
+                )
+
+        header = [
+            "Name",
+            "Number",
+            "Email",
+            "Phone",
+            "Address 1",
+            "Address 2",
+            "City",
+            "State",
+            "Postal code",
+            "Currency",
+            "Outstanding",
+            "Source",
+            "Active",
+            "Archived",
+        ]
+        today = timezone.localdate()
+        return csv_response(f"customers-{today:%Y-%m-%d}.csv", header, lines())
+
+
+class CustomerDetailView(PartnerPageView):
+    """A customer's page: contact, balance per currency, invoices and recent payments."""
+
+    template_name = "customers/detail.html"
+    nav = "customers"
+    title = "Customer"
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        customer = get_object_or_404(self.get_partner_queryset(Customer), pk=self.kwargs["pk"])
+        invoices = invoice_list(partner=self.partner, customer_id=customer.pk, archived="all")
+        ctx.update(
+            customer=customer,
+            title=customer.name,
+            balance=customer_balance(partner=self.partner, customer=customer),
+            invoices=invoices[:PAGE_INVOICES],
+            invoice_count=invoices.count(),
+            payments=self.get_partner_queryset(Payment)
+            .filter(invoice__customer=customer)
+            .select_related("invoice")
+            .order_by("-received_at", "-id")[:PAGE_PAYMENTS],
+        )
         return ctx
 
 

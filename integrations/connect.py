@@ -10,13 +10,15 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from config.encryption import SecretUnavailable
 from invoices.models import Invoice
 from invoices.services import invoices_relabel
 from partners.models import Partner
 from sync.models import SyncRun, SyncState
 from sync.services.runs import sync_run_create
 
-from .filters import validate_filters
+from .autotask.errors import AUTH_KINDS
+from .filters import DEFAULT_COMPANY_TYPES, validate_filters
 from .models import AutotaskConnection, IntegrationEvent
 from .services import ConnectError, Currencies, autotask_verify, clean_filters
 
@@ -73,7 +75,7 @@ def autotask_connect(
     conn.disconnected_at = None
     conn.schedules_paused = False
     conn.last_error_kind = conn.last_error_message = ""
-    conn.last_error_at = None
+    conn.last_error_at = conn.attention_since = None
     conn.save()
     if existing and old_identifier != identifier:
         invoices_relabel(partner=partner, identifier=identifier)
@@ -138,7 +140,9 @@ def autotask_update(
     filters=None,
 ) -> AutotaskConnection:
     """Edit a live connection. New credentials are verified first and must reach the same
-    Autotask database; a new identifier re-labels existing invoices at once (no sync)."""
+    Autotask database; a new identifier re-labels existing invoices at once (no sync). New
+    credentials that work on a connection with a problem fix it: the connection is restored
+    and a catch-up sync queued (`conn.catch_up_run`; None otherwise)."""
     conn = _lock_live(connection)
     changed = []
     company_types = None
@@ -158,13 +162,14 @@ def autotask_update(
         conn.database_ci = verified.ci or conn.database_ci
         if verified.currencies is not None:
             _set_currencies(conn, verified.currencies)
-        if conn.status == AutotaskConnection.Status.NEEDS_ATTENTION:
-            conn.status = AutotaskConnection.Status.CONNECTED
-            conn.last_error_kind = conn.last_error_message = ""
-            conn.last_error_at = None
+        if _had_problem(conn):
+            conn.mark_restored()
+            changed.append("fixed")
         company_types = verified.company_types
         changed.append("credentials")
     if filters is not None:
+        if company_types is None:
+            company_types = _company_types_for(conn, filters)
         conn.filters = clean_filters(filters, company_types)
         changed.append("filters")
     if account_email:
@@ -176,13 +181,95 @@ def autotask_update(
     conn.save()
     if "identifier" in changed:
         invoices_relabel(partner=conn.partner, identifier=identifier)
+    conn.catch_up_run = _catch_up(conn, actor) if "fixed" in changed else None
     if changed:
         IntegrationEvent.objects.create(
             partner=conn.partner,
             kind=IntegrationEvent.Kind.UPDATED,
             actor=actor,
-            details={"changed": changed},
+            details={"changed": [c for c in changed if c != "fixed"], "fixed": "fixed" in changed},
         )
+    return conn
+
+
+def _company_types_for(conn: AutotaskConnection, filters) -> dict[int, str]:
+    """The picklist to check company-type filters against: the standard one, or (for a type
+    it lacks: the tenant's own) the live one read with the stored credentials."""
+    cleaned = validate_filters(filters)
+    if set(cleaned.get("company_types") or ()) <= set(DEFAULT_COMPANY_TYPES):
+        return DEFAULT_COMPANY_TYPES
+    try:
+        username, secret = conn.username.reveal(), conn.secret.reveal()
+    except (AttributeError, SecretUnavailable):
+        raise ConnectError("credentials") from None
+    return autotask_verify(username=username, secret=secret, with_currencies=False).company_types
+
+
+def _had_problem(conn: AutotaskConnection) -> bool:
+    """Needs attention, or the last sync with it failed (a refused request also counts)."""
+    return conn.status == AutotaskConnection.Status.NEEDS_ATTENTION or bool(conn.last_error_kind)
+
+
+def _catch_up(conn: AutotaskConnection, actor) -> SyncRun | None:
+    """After a fix, an incremental run picks up what was missed while the connection was
+    broken (it starts from the cursors of the last success). None when a data run is already
+    queued or running: that one picks it up."""
+    busy = (
+        SyncRun.objects.for_partner(conn.partner)
+        .filter(
+            status__in=SyncRun.ACTIVE,
+            kind__in=[SyncRun.Kind.INITIAL, SyncRun.Kind.NEW_DATA],
+        )
+        .exists()
+    )
+    if busy:
+        return None
+    state = SyncState.objects.for_partner(conn.partner).first()
+    kind = (
+        SyncRun.Kind.NEW_DATA
+        if state and "initial" in (state.last_success or {})
+        else SyncRun.Kind.INITIAL
+    )
+    return sync_run_create(
+        partner=conn.partner, kind=kind, trigger=SyncRun.Trigger.CONNECT, requested_by=actor
+    )
+
+
+def autotask_test(*, connection: AutotaskConnection, actor) -> AutotaskConnection:
+    """Test connection from the Integrations page, with the stored credentials (never held
+    back by a manual-sync cooldown: it only asks Autotask who we are). A pass on a connection
+    with a problem restores it and queues the catch-up sync (`conn.catch_up_run`); an auth
+    refusal marks it needs attention (kept: not rolled back with the error). Raises
+    ConnectError with the plain message."""
+    conn = connection
+    if not conn.is_active:
+        raise ConnectError("not_connected", status_code=409)
+    try:
+        username, secret = conn.username.reveal(), conn.secret.reveal()
+    except (AttributeError, SecretUnavailable):
+        conn.record_error("credentials", "Stored credentials cannot be used.", needs_attention=True)
+        raise ConnectError("credentials") from None
+    try:
+        verified = autotask_verify(username=username, secret=secret, with_picklists=False)
+    except ConnectError as exc:
+        if exc.code in AUTH_KINDS:
+            conn.record_error(exc.code, exc.message, needs_attention=True)
+        raise
+    if conn.database_ci and verified.ci and conn.database_ci != verified.ci:
+        raise ConnectError("different_database", status_code=409)
+    with transaction.atomic():
+        conn = _lock_live(connection)
+        conn.catch_up_run = None
+        if _had_problem(conn):
+            conn.mark_restored()
+            conn.save()
+            conn.catch_up_run = _catch_up(conn, actor)
+            IntegrationEvent.objects.create(
+                partner=conn.partner,
+                kind=IntegrationEvent.Kind.UPDATED,
+                actor=actor,
+                details={"changed": [], "fixed": True, "by": "test"},
+            )
     return conn
 
 

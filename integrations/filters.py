@@ -95,7 +95,9 @@ def _bool(key, value, errors):
 
 
 def validate_filters(data, *, company_types: dict[int, str] | None = None) -> dict:
-    """The cleaned filters (only the ones set), or ValidationError with a message per key."""
+    """The cleaned filters (only the ones set), or ValidationError with a message per key.
+    `company_types`: the database's companyType picklist to check against (None: not known
+    yet, any id is accepted)."""
     if data in (None, ""):
         return {}
     if not isinstance(data, dict):
@@ -105,12 +107,9 @@ def validate_filters(data, *, company_types: dict[int, str] | None = None) -> di
     for key in unknown:
         errors[key] = "Unknown filter. Known filters: " + ", ".join(sorted(KEYS)) + "."
     cleaned: dict = {}
-    types = _int_list(
-        "company_types",
-        data.get("company_types"),
-        errors,
-        allowed=company_types or DEFAULT_COMPANY_TYPES,
-    )
+    # Without the database's picklist (a first, offline check) any Autotask id passes: a
+    # tenant may have its own types; the check against its live picklist follows.
+    types = _int_list("company_types", data.get("company_types"), errors, allowed=company_types)
     include = _int_list("include_company_ids", data.get("include_company_ids"), errors)
     exclude = _int_list("exclude_company_ids", data.get("exclude_company_ids"), errors)
     terms = _int_list("payment_terms", data.get("payment_terms"), errors)
@@ -159,11 +158,21 @@ def validate_filters(data, *, company_types: dict[int, str] | None = None) -> di
     return cleaned
 
 
-def describe_filters(filters: dict) -> list[str]:
-    """Plain-language lines for the dashboard; empty means "everything is synced"."""
+def describe_filters(filters: dict, company_types: dict[int, str] | None = None) -> list[str]:
+    """Plain-language lines for the dashboard, each one true: without filters a single line
+    says everything is synced (and what happens to voided invoices)."""
+    filters = filters or {}
+    voided = filters.get("include_voided")
+    if not any(filters.get(key) for key in FILTER_KEYS if key != "include_voided"):
+        return [
+            "No filters: every customer and invoice is synced, voided invoices included."
+            if voided
+            else "No filters: every customer and invoice is synced, except voided invoices."
+        ]
+    types = company_types or DEFAULT_COMPANY_TYPES
     lines = []
     if filters.get("company_types"):
-        names = [DEFAULT_COMPANY_TYPES.get(t, str(t)) for t in filters["company_types"]]
+        names = [types.get(t, str(t)) for t in filters["company_types"]]
         lines.append("Company types: " + ", ".join(names))
     if filters.get("include_company_ids"):
         lines.append(f"Only companies {', '.join(map(str, filters['include_company_ids']))}")
@@ -177,9 +186,7 @@ def describe_filters(filters: dict) -> list[str]:
         lines.append(f"Invoices of at least {filters['min_total']}")
     if filters.get("payment_terms"):
         lines.append(f"Payment terms {', '.join(map(str, filters['payment_terms']))}")
-    lines.append(
-        "Voided invoices included" if filters.get("include_voided") else "Voided invoices left out"
-    )
+    lines.append("Voided invoices included" if voided else "Voided invoices left out")
     return lines
 
 

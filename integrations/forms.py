@@ -7,6 +7,15 @@ from .models import AutotaskConnection
 FILTER_FIELDS = FILTER_KEYS
 
 
+class CompanyTypesField(forms.TypedMultipleChoiceField):
+    """Checkboxes of Autotask's standard company types; a database may have its own (the
+    Connect page loads them from the partner's Autotask), so any Autotask id is accepted here
+    and checked against the live picklist when the connection is verified."""
+
+    def valid_value(self, value):
+        return str(value).strip().isdigit()
+
+
 class AutotaskConnectForm(forms.Form):
     """R1: email of the Autotask account, Username (Key), Password (Secret), identifier, and
     optional filters. The secret is never rendered back (render_value=False)."""
@@ -25,7 +34,7 @@ class AutotaskConnectForm(forms.Form):
         initial=AutotaskConnection.Identifier.INVOICE_NUMBER,
         widget=forms.RadioSelect,
     )
-    company_types = forms.TypedMultipleChoiceField(
+    company_types = CompanyTypesField(
         label="Company types",
         required=False,
         coerce=int,
@@ -33,10 +42,15 @@ class AutotaskConnectForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
     include_company_ids = forms.CharField(
-        label="Only these company ids", required=False, help_text="Comma-separated Autotask ids."
+        label="Only these companies",
+        required=False,
+        help_text="Pick them once Autotask's lists are loaded, or enter Autotask ids, "
+        "comma-separated.",
     )
     exclude_company_ids = forms.CharField(
-        label="Except these company ids", required=False, help_text="Comma-separated."
+        label="Except these companies",
+        required=False,
+        help_text="Pick them, or enter Autotask ids, comma-separated.",
     )
     active_only = forms.BooleanField(label="Active companies only", required=False)
     invoices_from = forms.CharField(
@@ -46,7 +60,9 @@ class AutotaskConnectForm(forms.Form):
     )
     min_total = forms.CharField(label="Minimum invoice total", required=False)
     payment_terms = forms.CharField(
-        label="Payment term ids", required=False, help_text="Comma-separated."
+        label="Only these payment terms",
+        required=False,
+        help_text="Pick them, or enter Autotask ids, comma-separated.",
     )
     include_voided = forms.BooleanField(label="Include voided invoices", required=False)
 

@@ -4,6 +4,8 @@ from django.utils import timezone
 from config.encryption import EncryptedTextField
 from partners.models import Partner, PartnerOwnedQuerySet
 
+from .guidance import plain_failure
+
 
 class AutotaskConnection(models.Model):
     """A partner's link to its Autotask database (one per partner, R1).
@@ -64,6 +66,11 @@ class AutotaskConnection(models.Model):
     last_error_kind = models.CharField(max_length=40, blank=True)
     last_error_message = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # When the connection started needing attention (the first failure, not the last one nor
+    # the connect time), and when it was last fixed (new credentials or a test that passed):
+    # a manual sync that failed before the fix no longer holds its cooldown (sync/selectors.py).
+    attention_since = models.DateTimeField(null=True, blank=True)
+    restored_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -80,14 +87,29 @@ class AutotaskConnection(models.Model):
     def is_active(self) -> bool:
         return self.status != self.Status.DISCONNECTED
 
+    @property
+    def last_error_plain(self) -> str:
+        """The last error for the partner: plain words and the one thing to do (the raw
+        message stays in last_error_message, for ops)."""
+        return plain_failure(self.last_error_kind) if self.last_error_kind else ""
+
     def record_error(self, kind: str, message: str, *, needs_attention: bool) -> None:
         self.last_error_kind, self.last_error_message = kind, message[:2000]
         self.last_error_at = timezone.now()
         fields = ["last_error_kind", "last_error_message", "last_error_at", "updated_at"]
         if needs_attention and self.status == self.Status.CONNECTED:
             self.status = self.Status.NEEDS_ATTENTION
-            fields.append("status")
+            self.attention_since = self.last_error_at
+            fields += ["status", "attention_since"]
         self.save(update_fields=fields)
+
+    def mark_restored(self) -> None:
+        """The partner fixed the connection (in memory; the caller saves): errors cleared, the
+        time kept so cooldowns held by runs that failed before it are given back."""
+        self.status = self.Status.CONNECTED
+        self.last_error_kind = self.last_error_message = ""
+        self.last_error_at = self.attention_since = None
+        self.restored_at = timezone.now()
 
 
 class IntegrationEvent(models.Model):

@@ -75,6 +75,10 @@ MESSAGES = {
     ),
     "already_connected": "Autotask is already connected. Edit the connection instead.",
     "not_connected": "Autotask is not connected.",
+    "credentials": (
+        "We could not use the stored Autotask credentials. Enter the Username (Key) and "
+        "Password (Secret) again under Edit connection."
+    ),
 }
 
 
@@ -308,3 +312,50 @@ def autotask_preview(*, username: str, secret: str, filters: dict | None) -> Pre
     except AutotaskError as exc:
         raise _map_error(exc) from exc
     return Preview(customers=customers, invoices=invoices, requests_used=used, company_types=types)
+
+
+# --- the Connect form's pickers -----------------------------------------------------------------
+
+PICKER_COMPANIES = 1000  # more than that: the form keeps its id box for companies
+
+
+@dataclass
+class Options:
+    """What the Connect form offers to pick, read from the partner's own Autotask (picklists
+    differ per tenant). ``companies_complete`` False: there are more than PICKER_COMPANIES."""
+
+    company_types: dict[int, str]
+    companies: list[tuple[int, str]]
+    companies_complete: bool
+    payment_terms: list[tuple[int, str]]
+
+
+def autotask_options(*, username: str, secret: str) -> Options:
+    """The companyType picklist, the companies (id and name, PICKER_COMPANIES at most) and the
+    payment terms of this Autotask database. Cost: zone lookup + fields + 1 request per 500
+    companies + 1 for PaymentTerms. Raises ConnectError with the message for the partner."""
+    try:
+        with _client(username, secret) as client:
+            types = _company_types(client)
+            companies: list[tuple[int, str]] = []
+            # Company 0 is the tenant's own: never a customer, and no filter takes id 0.
+            query = Query(filters=[Q.gt("id", 0)], include_fields=["id", "companyName"])
+            complete = True
+            for row in client.iter_records("Companies", query, parse=False):
+                if len(companies) >= PICKER_COMPANIES:
+                    complete = False
+                    break
+                companies.append((int(row["id"]), row.get("companyName") or f"#{row['id']}"))
+            terms = [
+                (term.id, term.name or f"#{term.id}")
+                for term in client.iter_payment_terms(Query(filters=[Q.gte("id", 0)]))
+            ]
+    except AutotaskError as exc:
+        log.info("autotask options failed: %s (%s)", exc.kind, type(exc).__name__)
+        raise _map_error(exc) from exc
+    return Options(
+        company_types=types,
+        companies=sorted(companies, key=lambda c: (c[1].lower(), c[0])),
+        companies_complete=complete,
+        payment_terms=sorted(terms, key=lambda t: (t[1].lower(), t[0])),
+    )

@@ -9,12 +9,22 @@ from config.api import DomainError
 from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerPageView
 from sync.models import SyncRun, SyncState
+from sync.selectors import ACTIONS
+from sync.services.manual import manual_sync_start
+from sync.wording import plain_error
 
 from . import connect
 from .filters import describe_filters
 from .forms import AutotaskConnectForm
 from .models import IntegrationEvent
 from .selectors import connection_for
+
+# Which box a refusal from Autotask is about (integrations/services.py MESSAGES).
+ERROR_FIELDS = {
+    "unknown_user": "username",
+    "bad_secret": "secret",
+    "different_database": "username",
+}
 
 
 def _connection(partner):
@@ -35,14 +45,75 @@ class IntegrationsView(PartnerPageView):
             run = SyncRun.objects.for_partner(self.partner).filter(kind=kind).first()
             if run:
                 last_runs[label] = run
+        failed = _last_failed_run(self.partner)
         ctx.update(
             connection=conn,
             filters_described=describe_filters(conn.filters) if conn else [],
+            failed_run=failed,
+            failed_text=plain_error(failed) if failed else "",
             last_runs=last_runs,
             state=state,
             events=IntegrationEvent.objects.filter(partner=self.partner)[:5],
         )
         return ctx
+
+
+def _last_failed_run(partner):
+    """The partner's latest finished data run, when it failed (what "Retry now" retries)."""
+    run = (
+        SyncRun.objects.for_partner(partner)
+        .exclude(status__in=SyncRun.ACTIVE)
+        .exclude(kind=SyncRun.Kind.PDF)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return run if run is not None and run.status == SyncRun.Status.FAILED else None
+
+
+class AutotaskTestView(PartnerRequiredMixin, View):
+    """Test connection (partners): the stored credentials against Autotask; a pass fixes a
+    connection with a problem and queues the catch-up sync."""
+
+    manager_only = True
+
+    def post(self, request):
+        conn = _connection(self.partner)
+        if conn is None or not conn.is_active:
+            messages.error(request, "Autotask is not connected.")
+            return redirect("dashboard:integrations")
+        try:
+            conn = connect.autotask_test(connection=conn, actor=request.user)
+        except DomainError as exc:
+            messages.error(request, f"Test failed: {exc.message}")
+            return redirect("dashboard:integrations")
+        if conn.catch_up_run:
+            messages.success(
+                request,
+                "The connection works again. A catch-up sync has started to bring in what was "
+                "missed.",
+            )
+            return redirect("sync:run-detail", pk=conn.catch_up_run.pk)
+        messages.success(request, "The connection works: Autotask accepted the API user.")
+        return redirect("dashboard:integrations")
+
+
+class AutotaskRetryView(PartnerRequiredMixin, View):
+    """Retry now: the failed sync again, as a manual sync. Its cooldown does not hold it back
+    after a failure on our side or once the connection was fixed (sync/selectors.py); one run
+    per click storm all the same (the claim in sync/services/manual.py)."""
+
+    def post(self, request):
+        failed = _last_failed_run(self.partner)
+        kind = (
+            failed.kind if failed is not None and failed.kind in ACTIONS else SyncRun.Kind.NEW_DATA
+        )
+        try:
+            run = manual_sync_start(partner=self.partner, kind=kind, user=request.user)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return redirect("dashboard:integrations")
+        messages.success(request, "The sync has started again.")
+        return redirect("sync:run-detail", pk=run.pk)
 
 
 class _ConnectFormView(PartnerRequiredMixin, FormView):
@@ -96,11 +167,14 @@ class AutotaskConnectView(_ConnectFormView):
 
     @staticmethod
     def _add_domain_error(form, exc):
+        """Each error at its field: filters at theirs, a refused username or secret at that
+        box; the rest (Autotask settings, conflicts) above the form."""
         field_errors = (exc.extra.get("errors") or {}).get("filters") or {}
         for key, msgs in field_errors.items():
             form.add_error(key if key in form.fields else None, msgs)
         if not field_errors:
-            form.add_error(None, exc.message)
+            field = ERROR_FIELDS.get(getattr(exc, "code", ""))
+            form.add_error(field if field in form.fields else None, exc.message)
 
 
 class AutotaskEditView(_ConnectFormView):
@@ -122,7 +196,7 @@ class AutotaskEditView(_ConnectFormView):
         if conn is None or not conn.is_active:
             return redirect("integrations:autotask-connect")
         try:
-            connect.autotask_update(
+            conn = connect.autotask_update(
                 connection=conn,
                 actor=self.request.user,
                 account_email=data["account_email"],
@@ -134,6 +208,13 @@ class AutotaskEditView(_ConnectFormView):
         except DomainError as exc:
             AutotaskConnectView._add_domain_error(form, exc)
             return self.form_invalid(form)
+        if conn.catch_up_run:
+            messages.success(
+                self.request,
+                "The connection works again. A catch-up sync has started to bring in what was "
+                "missed.",
+            )
+            return redirect("sync:run-detail", pk=conn.catch_up_run.pk)
         messages.success(self.request, "The Autotask connection was updated.")
         return redirect("dashboard:integrations")
 

@@ -12,6 +12,19 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from config.api import (
+    ARCHIVED_CHOICES,
+    BIGINT_MAX,
+    ID_PARAMETER_SCHEMA,
+    AmountField,
+    NonNegativeAmountField,
+    bool_param,
+    choice_param,
+    int_param,
+    ordering_choices,
+    ordering_param,
+)
+from config.listing import DateRange, parse_date_range
 from partners.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENCY_RESPONSES, IdempotentCreateMixin
 from partners.tenancy import PartnerViewSetMixin
 from payments.services import ledger
@@ -20,7 +33,7 @@ from payments.timeline import invoice_timeline
 from . import services as invoice_services
 from .models import Invoice, InvoiceStatus
 from .pdf import PdfUnavailable, invoice_pdf
-from .selectors import invoice_list
+from .selectors import INVOICE_DATE_FIELDS, INVOICE_DEFAULT_SORT, INVOICE_SORTS, invoice_list
 from .serializers import (
     InvoiceSerializer,
     MovePaymentsSerializer,
@@ -32,16 +45,12 @@ from .serializers import (
 class InvoiceCreateSerializer(serializers.Serializer):
     """An invoice created here (source "local"); it is never sent to Autotask (R7)."""
 
-    customer_id = serializers.IntegerField(min_value=1)
+    customer_id = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
     number = serializers.CharField(max_length=100)
     invoice_date = serializers.DateField()
     due_date = serializers.DateField(required=False, allow_null=True)
-    total = serializers.DecimalField(
-        max_digits=14, decimal_places=2, min_value=Decimal("0.01"), help_text="Including tax."
-    )
-    tax = serializers.DecimalField(
-        max_digits=14, decimal_places=2, min_value=Decimal("0"), default=Decimal("0.00")
-    )
+    total = AmountField(help_text="Including tax.")
+    tax = NonNegativeAmountField(default=Decimal("0.00"))
     currency = serializers.RegexField(
         r"^[A-Za-z]{3}$",
         required=False,
@@ -69,9 +78,23 @@ class InvoiceCreateSerializer(serializers.Serializer):
         parameters=[
             OpenApiParameter("search", str, description="Part of the number or customer name"),
             OpenApiParameter("status", enum=InvoiceStatus.values),
-            OpenApiParameter("customer", int),
+            OpenApiParameter("customer", ID_PARAMETER_SCHEMA),
             OpenApiParameter("archived", enum=["no", "only", "all"]),
             OpenApiParameter("missing", bool, description="Only those no longer in Autotask"),
+            OpenApiParameter(
+                "ordering",
+                enum=ordering_choices(INVOICE_SORTS),
+                description=f"Sort field, `-` for descending (default `{INVOICE_DEFAULT_SORT}`); "
+                "any other value is a 400.",
+            ),
+            OpenApiParameter(
+                "dates",
+                enum=list(INVOICE_DATE_FIELDS),
+                description="Which date `from`/`to` filter: the invoice date (default) or the "
+                "due date.",
+            ),
+            OpenApiParameter("from", OpenApiTypes.DATE, description="On or after (YYYY-MM-DD)"),
+            OpenApiParameter("to", OpenApiTypes.DATE, description="On or before (YYYY-MM-DD)"),
         ]
     )
 )
@@ -86,23 +109,36 @@ class InvoiceViewSet(IdempotentCreateMixin, PartnerViewSetMixin, viewsets.ReadOn
         if getattr(self, "swagger_fake_view", False):
             return Invoice.objects.none()
         p = self.request.query_params
-        customer = p.get("customer")
-        archived = p.get("archived", "no")
+        # Invalid filter values answer 400 naming the parameter (config/api.py).
+        customer = int_param(p, "customer")
+        status_filter = choice_param(p, "status", InvoiceStatus.values)
+        archived = choice_param(p, "archived", ARCHIVED_CHOICES, default="no")
+        missing = bool_param(p, "missing")
+        ordering = ordering_param(p, INVOICE_SORTS)
+        date_field = choice_param(p, "dates", INVOICE_DATE_FIELDS, default="invoice")
         if self.action != "list":
             archived = "all"  # a detail or PDF link works for archived invoices too
+        dates = parse_date_range(p) if self.action == "list" else DateRange()
+        if dates.error:
+            raise serializers.ValidationError({"from": [dates.error]}, code="invalid_date")
         return invoice_list(
             partner=self.partner,
             search=p.get("search", "")[:100],
-            status=p.get("status", ""),
-            customer_id=int(customer) if customer and customer.isdigit() else None,
+            status=status_filter,
+            customer_id=customer,
             archived=archived,
-            missing=p.get("missing") in ("1", "true"),
+            missing=missing,
+            sort=ordering,
+            date_field=date_field,
+            date_from=dates.start,
+            date_to=dates.end,
         )
 
     @extend_schema(
         responses={
             (200, "application/pdf"): OpenApiTypes.BINARY,
             404: OpenApiResponse(description="Not found or no PDF"),
+            409: OpenApiResponse(description="Autotask is not connected"),
             503: OpenApiResponse(description="Autotask unavailable"),
         }
     )

@@ -72,7 +72,8 @@ def invoice_pdf(invoice: Invoice) -> PdfFile:
     connection = connection_for(partner=invoice.partner_id)
     try:
         if connection is None or not connection.is_active:
-            raise PdfUnavailable("Autotask is not connected.")
+            # The partner's state, not an outage: 409, as for other actions that need it.
+            raise PdfUnavailable("Autotask is not connected.", status=409)
         with clients.build_client(connection) as client:
             fetch_and_store(invoice, client)
         return _read(invoice, stale=False)

@@ -1,6 +1,44 @@
-from django.db.models import Q
+"""Reads of invoices for the dashboard's lists, the API and the customer page.
 
-from .models import Invoice, InvoiceStatus
+Sorting and date ranges (issue 17, item 8): the URL names in INVOICE_SORTS / CUSTOMER_SORTS are
+the only orders a request can ask for (config/listing.py); the date range filters the invoice
+date or the due date, both ends inclusive.
+"""
+
+from datetime import date
+
+from django.db.models import Count, DecimalField, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from config.listing import parse_sort
+from customers.models import Customer
+
+from .models import MONEY, ZERO, Invoice, InvoiceStatus
+
+OPEN_STATES = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
+
+INVOICE_SORTS = {
+    "number": ("number",),
+    "customer": ("customer__name",),
+    "invoice_date": ("invoice_date",),
+    "due_date": ("due_date",),
+    "total": ("total",),
+    "outstanding": ("outstanding",),
+    "status": ("status",),
+}
+INVOICE_DEFAULT_SORT = "-invoice_date"
+# Which date the `from`/`to` range filters (`?dates=`).
+INVOICE_DATE_FIELDS = {"invoice": "invoice_date", "due": "due_date"}
+
+CUSTOMER_SORTS = {
+    "name": ("name",),
+    "number": ("number",),
+    "city": ("city",),
+    "currency": ("currency",),
+    "outstanding": ("outstanding_total",),
+}
+CUSTOMER_DEFAULT_SORT = "name"
 
 
 def invoice_list(
@@ -11,8 +49,13 @@ def invoice_list(
     customer_id=None,
     archived: str = "no",
     missing: bool = False,
+    sort: str = "",
+    date_field: str = "invoice",
+    date_from: date | None = None,
+    date_to: date | None = None,
 ):
-    """The partner's invoices for lists: archived ones hidden unless asked for."""
+    """The partner's invoices for lists: archived ones hidden unless asked for; `sort` is a URL
+    sort name (INVOICE_SORTS, unknown → newest invoice date first)."""
     qs = Invoice.objects.for_partner(partner).select_related("customer")
     if archived == "only":
         qs = qs.filter(archived_at__isnull=False)
@@ -26,13 +69,92 @@ def invoice_list(
         qs = qs.filter(customer_id=customer_id)
     if missing:
         qs = qs.filter(missing_in_autotask_since__isnull=False)
-    return qs
+    field = INVOICE_DATE_FIELDS.get(date_field, "invoice_date")
+    if date_from:
+        qs = qs.filter(**{f"{field}__gte": date_from})
+    if date_to:
+        qs = qs.filter(**{f"{field}__lte": date_to})
+    return qs.order_by(*parse_sort(sort, INVOICE_SORTS, INVOICE_DEFAULT_SORT).order_by)
+
+
+def invoice_totals(qs) -> list[dict]:
+    """Per currency: count, total and outstanding of the rows of `qs` (a scoped queryset)."""
+    return list(
+        qs.order_by()
+        .values("currency")
+        .annotate(n=Count("id"), total=Sum("total"), outstanding=Sum("outstanding"))
+        .order_by("currency")
+    )
+
+
+def customer_list(*, partner, search: str = "", archived: str = "no", sort: str = ""):
+    """The partner's customers with `outstanding_total` (open amounts of their invoices that
+    are not archived): a correlated subquery, so a page sorted by name computes it for its own
+    50 rows only."""
+    open_amounts = (
+        Invoice.objects.for_partner(partner)
+        .filter(customer_id=OuterRef("pk"), archived_at__isnull=True, status__in=OPEN_STATES)
+        .order_by()
+        .values("customer_id")
+        .annotate(s=Sum("outstanding"))
+        .values("s")
+    )
+    qs = Customer.objects.for_partner(partner).annotate(
+        outstanding_total=Coalesce(
+            Subquery(open_amounts, output_field=DecimalField(**MONEY)),
+            Value(ZERO),
+            output_field=DecimalField(**MONEY),
+        )
+    )
+    if archived == "only":
+        qs = qs.filter(archived_at__isnull=False)
+    elif archived != "all":
+        qs = qs.filter(archived_at__isnull=True)
+    if search:
+        qs = qs.filter(name__icontains=search)
+    return qs.order_by(*parse_sort(sort, CUSTOMER_SORTS, CUSTOMER_DEFAULT_SORT).order_by)
+
+
+def customers_outstanding(*, partner, customers) -> list[dict]:
+    """Per currency: what the `customers` (a scoped queryset) owe, for the list's totals row."""
+    return list(
+        Invoice.objects.for_partner(partner)
+        .filter(
+            customer_id__in=customers.order_by().values("id"),
+            archived_at__isnull=True,
+            status__in=OPEN_STATES,
+        )
+        .values("currency")
+        .annotate(n=Count("id"), outstanding=Sum("outstanding"))
+        .order_by("currency")
+    )
+
+
+def customer_balance(*, partner, customer, today: date | None = None) -> list[dict]:
+    """Per currency of the customer's invoices (archived and void ones left out): outstanding,
+    overdue (due before today in the partner's zone) and paid (total minus outstanding)."""
+    today = today or timezone.localdate()
+    open_q = Q(status__in=OPEN_STATES)
+    return list(
+        Invoice.objects.for_partner(partner)
+        .filter(customer=customer, archived_at__isnull=True)
+        .exclude(status=InvoiceStatus.VOID)
+        .values("currency")
+        .annotate(
+            n=Count("id"),
+            # Not named after a column: a later Sum("outstanding") would read the aggregate.
+            owed=Coalesce(Sum("outstanding", filter=open_q), Value(ZERO)),
+            overdue=Coalesce(
+                Sum("outstanding", filter=open_q & Q(due_date__lt=today)), Value(ZERO)
+            ),
+            paid=Coalesce(Sum(F("total") - F("outstanding")), Value(ZERO)),
+        )
+        .order_by("currency")
+    )
 
 
 def duplicate_numbers(partner) -> set[str]:
     """Shown numbers used by more than one invoice of the partner (flagged in lists)."""
-    from django.db.models import Count
-
     return set(
         Invoice.objects.for_partner(partner)
         .values("number")

@@ -74,7 +74,9 @@ class TimelineEntrySerializer(serializers.Serializer):
 
 class MovePaymentsSerializer(serializers.Serializer):
     to_invoice = serializers.IntegerField(
-        min_value=1, help_text="The id of the invoice Autotask issued in place of the voided one."
+        min_value=1,
+        max_value=2**63 - 1,  # a PostgreSQL bigint, as every id
+        help_text="The id of the invoice Autotask issued in place of the voided one.",
     )
 
 

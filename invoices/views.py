@@ -1,22 +1,76 @@
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import Max
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 from django.views import View
 
 from config.api import DomainError
-from customers.models import Customer
+from config.listing import csv_response, parse_date_range, parse_sort, query_without, sort_headers
+from customers.models import Customer, Source
 from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerFormView, PartnerPageView
 from payments.selectors import voided_after_payment
 from payments.timeline import invoice_timeline
+from sync.models import ChangeLogEntry, SyncRun
+from sync.tuning import RECENTLY_PAID
 
 from . import services
 from .forms import InvoiceCreateForm
 from .models import Invoice, InvoiceStatus
 from .pdf import PdfUnavailable, invoice_pdf
-from .selectors import duplicate_numbers, invoice_list
+from .selectors import (
+    INVOICE_DATE_FIELDS,
+    INVOICE_DEFAULT_SORT,
+    INVOICE_SORTS,
+    OPEN_STATES,
+    duplicate_numbers,
+    invoice_list,
+    invoice_totals,
+)
+
+# Columns of the list: (label, sort name); the same filters drive the page and its CSV export.
+INVOICE_COLUMNS = [
+    ("Number", "number"),
+    ("Customer", "customer"),
+    ("Date", "invoice_date"),
+    ("Due", "due_date"),
+    ("Total", "total"),
+    ("Outstanding", "outstanding"),
+    ("Status", "status"),
+    ("", None),
+]
+CSV_CHUNK = 2000
+
+
+def _invoice_filters(view):
+    """The list's filters from the query string: (queryset, context values, date range)."""
+    g = view.request.GET
+    customer = g.get("customer", "")
+    dates = parse_date_range(g)
+    date_field = g.get("dates", "invoice") if g.get("dates") in INVOICE_DATE_FIELDS else "invoice"
+    qs = invoice_list(
+        partner=view.partner,
+        search=g.get("q", "")[:100],
+        status=g.get("status", ""),
+        customer_id=int(customer) if customer.isdigit() else None,
+        archived=g.get("archived", "no"),
+        missing=g.get("missing") == "1",
+        sort=g.get("sort", ""),
+        date_field=date_field,
+        date_from=dates.start,
+        date_to=dates.end,
+    )
+    values = {
+        "q": g.get("q", ""),
+        "status": g.get("status", ""),
+        "customer": customer,
+        "archived": g.get("archived", "no"),
+        "dates": date_field,
+    }
+    return qs, values, dates
 
 
 class InvoiceListView(PartnerPageView):
@@ -27,28 +81,82 @@ class InvoiceListView(PartnerPageView):
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
         g = self.request.GET
-        customer = g.get("customer", "")
-        qs = invoice_list(
-            partner=self.partner,
-            search=g.get("q", "")[:100],
-            status=g.get("status", ""),
-            customer_id=int(customer) if customer.isdigit() else None,
-            archived=g.get("archived", "no"),
-            missing=g.get("missing") == "1",
-        )
+        qs, values, dates = _invoice_filters(self)
+        sort = parse_sort(g.get("sort"), INVOICE_SORTS, INVOICE_DEFAULT_SORT)
         ctx.update(
+            values,
             page=Paginator(qs, 50).get_page(g.get("page")),
+            totals=invoice_totals(qs),
+            headers=sort_headers(g, sort, INVOICE_COLUMNS),
+            sort=sort.key,
+            dates_range=dates,
+            query=query_without(g, "page"),
             statuses=InvoiceStatus.choices,
             customers=self.get_partner_queryset(Customer)
             .filter(archived_at__isnull=True)
             .only("id", "name")[:500],
             duplicates=duplicate_numbers(self.partner),
-            q=g.get("q", ""),
-            status=g.get("status", ""),
-            customer=customer,
-            archived=g.get("archived", "no"),
         )
         return ctx
+
+
+class InvoiceExportView(PartnerRequiredMixin, View):
+    """`/invoices/export.csv`: the filtered list (every page, in the list's order), streamed."""
+
+    def get(self, request):
+        qs, _values, dates = _invoice_filters(self)
+        if dates.error:
+            return HttpResponse(dates.error, status=400, content_type="text/plain")
+        today = timezone.localdate()
+        rows = qs.values_list(
+            "number",
+            "customer__name",
+            "customer__number",
+            "invoice_date",
+            "due_date",
+            "currency",
+            "total",
+            "tax",
+            "outstanding",
+            "status",
+            "source",
+            "archived_at",
+        ).iterator(chunk_size=CSV_CHUNK)
+
+        def lines():
+            for number, name, cnum, issued, due, cur, total, tax, owed, status, src, arch in rows:
+                overdue = status in OPEN_STATES and due is not None and due < today
+                label = "Overdue" if overdue else InvoiceStatus(status).label
+                yield (
+                    number,
+                    name,
+                    cnum,
+                    issued,
+                    due,
+                    cur,
+                    total,
+                    tax,
+                    owed,
+                    label,
+                    src,
+                    "yes" if arch else "no",
+                )
+
+        header = [
+            "Number",
+            "Customer",
+            "Customer number",
+            "Invoice date",
+            "Due date",
+            "Currency",
+            "Total",
+            "Tax",
+            "Outstanding",
+            "Status",
+            "Source",
+            "Archived",
+        ]
+        return csv_response(f"invoices-{today:%Y-%m-%d}.csv", header, lines())
 
 
 class InvoiceDetailView(PartnerPageView):
@@ -65,7 +173,49 @@ class InvoiceDetailView(PartnerPageView):
         ctx["voided_drift"] = voided_after_payment(partner=self.partner, invoice=invoice)
         # Newest first on the page (the API gives it oldest first).
         ctx["timeline"] = invoice_timeline(partner=self.partner, invoice=invoice)[::-1]
+        ctx["last_read"] = _last_read_from_autotask(self.partner, invoice)
+        ctx["can_record_payment"] = (
+            invoice.status in OPEN_STATES and not invoice.archived_at and not invoice.voided
+        )
         return ctx
+
+
+def _last_read_from_autotask(partner, invoice):
+    """When a sync last read this invoice from Autotask (the invoice page's sync line): the
+    sync that brought it or last changed it, or the latest Fetch Unpaid Invoices run that
+    re-read it (every open invoice, and paid ones for RECENTLY_PAID: sync/rereads.py). None for
+    invoices created here."""
+    if invoice.source != Source.AUTOTASK:
+        return None
+    moments = [invoice.created_at]
+    changed = (
+        ChangeLogEntry.objects.for_partner(partner)
+        .filter(record_type="invoice", record_id=invoice.pk)
+        .aggregate(at=Max("created_at"))["at"]
+    )
+    moments.append(changed)
+    run = (
+        SyncRun.objects.for_partner(partner)
+        .filter(
+            kind=SyncRun.Kind.UNPAID,
+            status__in=[SyncRun.Status.SUCCEEDED, SyncRun.Status.PARTIAL],
+            finished_at__isnull=False,
+            started_at__gte=invoice.created_at,
+        )
+        .order_by("-finished_at")
+        .only("started_at", "finished_at")
+        .first()
+    )
+    if run is not None and not invoice.voided:
+        since = run.started_at - RECENTLY_PAID
+        reread = invoice.status in OPEN_STATES or (
+            invoice.paid_in_autotask_on >= since.date()
+            if invoice.paid_in_autotask_on
+            else invoice.updated_at >= since
+        )
+        if reread:
+            moments.append(run.finished_at)
+    return max(m for m in moments if m is not None)
 
 
 class InvoicePdfView(PartnerRequiredMixin, View):

@@ -10,8 +10,8 @@ Who may do what (the "support" group is created by partners/migrations/0002_supp
   `partners.run_ops_actions` for the ops actions. No add/change/delete permission, so money
   fields and credentials are out of reach and support deletes nothing.
 - Superusers can do everything the admin offers, but no admin page shows a credential: the
-  encrypted fields are never in a form, a list or a change message, and DRF's token admin
-  (which lists API tokens in clear) is not registered.
+  encrypted fields are never in a form, a list or a change message, and API tokens are stored
+  hashed (partners/tokens.py; DRF's authtoken app, which listed them in clear, is gone).
 
 Every ops action writes an admin LogEntry per object; its message names what was done and its
 outcome, never a credential.
@@ -25,7 +25,6 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from rest_framework.authtoken.models import TokenProxy
 
 from customers.models import Customer
 from integrations.models import AutotaskConnection
@@ -44,10 +43,6 @@ from .mixins import (
     schedules_set_paused,
 )
 from .selectors import ALL_KINDS, attach_budgets, partner_overview
-
-# API tokens are credentials: DRF registers an admin that lists their keys in clear.
-if admin.site.is_registered(TokenProxy):
-    admin.site.unregister(TokenProxy)
 
 
 class UserInline(admin.TabularInline):

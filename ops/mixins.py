@@ -131,6 +131,11 @@ def connection_test(conn: AutotaskConnection) -> tuple[str, int]:
         status=AutotaskConnection.Status.CONNECTED,
         last_error_kind="",
         last_error_message="",
+        last_error_at=None,
+        attention_since=None,
+        # As when the partner fixes it (AutotaskConnection.mark_restored): manual runs that
+        # failed before now give their cooldown back.
+        restored_at=timezone.now(),
         updated_at=timezone.now(),
     )
     threshold = f", hourly threshold {verified.threshold:,}" if verified.threshold else ""

@@ -23,7 +23,8 @@ def sync_banner(partner) -> str | None:
     if conn is None or not conn.is_active:
         return None
     if conn.status == AutotaskConnection.Status.NEEDS_ATTENTION:
-        reason = conn.last_error_message or "Autotask refused our requests."
+        # Plain words and the one thing to do; the raw text stays for ops (admin, API).
+        reason = conn.last_error_plain or "Autotask refused our requests."
         return (
             f"Your Autotask connection needs attention: {reason} "
             "Scheduled syncs are paused until it is fixed."

@@ -3,7 +3,9 @@ customers and invoices created here, through the API (`IdempotentCreateMixin`) a
 dashboard's one-time form tokens.
 
 Per partner: the same key and body → the first response again (`Idempotent-Replayed: true`),
-another body → 422, the first still running → 409. Records are kept at least 24 hours
+another body → 422, the first still running → 409. Only completed outcomes are kept (2xx and
+409 conflicts, `is_completed_outcome`): a validation failure frees its key for the corrected
+retry. Records are kept at least 24 hours
 (`IDEMPOTENCY_RETENTION`), then purged by the hourly `payments.idempotency.purge` task
 (partners/tasks.py; the name predates the move and beat rows use it).
 """
@@ -78,6 +80,13 @@ def idempotency_key_finish(*, partner, key: str, status: int, body) -> None:
     )
 
 
+def is_completed_outcome(status_code: int) -> bool:
+    """Only completed outcomes are stored under a key and replayed: a success (2xx) and a
+    conflict (409: the state refused it, and would again). Validation failures (400, 422,
+    404 …) are not: the client fixes the request and retries with the same key."""
+    return 200 <= status_code < 300 or status_code == 409
+
+
 def idempotency_key_release(*, partner, key: str) -> None:
     """The request failed unexpectedly (5xx): forget the key so a retry can run."""
     IdempotencyKey.objects.for_partner(partner).filter(key=key, in_progress=True).delete()
@@ -94,7 +103,7 @@ def idempotency_keys_purge(*, now: datetime | None = None) -> int:
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "minLength": 1, "maxLength": 255},  # idempotency_key_begin's bounds
     location=OpenApiParameter.HEADER,
     required=False,
     description="Same key and body within 24 h: the first response again. Other body: 422. "
@@ -135,10 +144,15 @@ class IdempotentCreateMixin:
                     )
                 except serializers.ValidationError as exc:
                     response = Response(exc.detail, status=status.HTTP_400_BAD_REQUEST)
-                body = json.loads(json.dumps(response.data, default=str))
-                idempotency_key_finish(
-                    partner=self.partner, key=key, status=response.status_code, body=body
-                )
+                if is_completed_outcome(response.status_code):
+                    body = json.loads(json.dumps(response.data, default=str))
+                    idempotency_key_finish(
+                        partner=self.partner, key=key, status=response.status_code, body=body
+                    )
+                else:
+                    # A refused request changed nothing: the corrected retry with the same
+                    # key must run, not replay the refusal (Stripe keeps no 4xx but 409).
+                    idempotency_key_release(partner=self.partner, key=key)
         except Exception:
             idempotency_key_release(partner=self.partner, key=key)
             raise

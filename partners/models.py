@@ -118,3 +118,35 @@ class IdempotencyKey(PartnerOwnedModel):
 
     def __str__(self):
         return f"Idempotency-Key {self.key[:20]}"
+
+
+class ApiToken(PartnerOwnedModel):
+    """An API token of one user (partners/tokens.py). Only the SHA-256 of the token is stored:
+    the value is shown once, when it is created. A token stops working when it expires or is
+    revoked (by its owner, or because its user changed password or was deactivated)."""
+
+    class RevokedReason(models.TextChoices):
+        OWNER = "owner", "Revoked by its owner"
+        PASSWORD_CHANGED = "password_changed", "Password changed"
+        DEACTIVATED = "deactivated", "User deactivated"
+        OPS = "ops", "Revoked by ops"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    # The first characters of the token, to tell tokens apart; never enough to use one.
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(
+        max_length=20, choices=RevokedReason.choices, blank=True, default=""
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "revoked_at"], name="apitoken_user_revoked_idx")]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"

@@ -6,7 +6,9 @@ import zoneinfo
 from django.contrib import messages
 from django.db import transaction
 from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 from django.views import View
 from django.views.generic import FormView, TemplateView
 
@@ -15,8 +17,9 @@ from payments.overview import partner_overview
 from sync.selectors import partner_zone
 
 from . import idempotency
-from .models import User
+from .models import ApiToken, User
 from .tenancy import PartnerRequiredMixin
+from .tokens import api_token_create, api_token_revoke, token_ttl_days
 
 
 class PartnerPageMixin(PartnerRequiredMixin):
@@ -126,3 +129,57 @@ class TimeZoneView(PartnerRequiredMixin, View):
 @functools.cache
 def time_zone_choices() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
+
+
+class ApiTokensView(PartnerPageView):
+    """Preferences → API tokens: your own tokens (name, start of the token, created, expires,
+    last used), a form to create one and a Revoke button each. A new token is shown on the
+    answer to the POST that created it, once: never put in the session or a message."""
+
+    template_name = "partners/tokens.html"
+    nav = "api-tokens"
+    title = "API tokens"
+
+    def get_context_data(self, **kwargs):
+        ctx = super().get_context_data(**kwargs)
+        ctx["tokens"] = self.get_partner_queryset(ApiToken).filter(
+            user=self.request.user, revoked_at__isnull=True
+        )
+        ctx["ttl_days"] = token_ttl_days()
+        ctx["now"] = timezone.now()
+        return ctx
+
+    def post(self, request):
+        name = (request.POST.get("name") or "").strip()
+        days_text = (request.POST.get("expires_in_days") or "").strip()
+        errors = []
+        if not name or len(name) > 100:
+            errors.append("Give the token a name (up to 100 characters).")
+        days = None
+        if days_text:
+            days = int(days_text) if days_text.isdigit() else 0
+            if not 1 <= days <= token_ttl_days():
+                errors.append(f"Expiry: 1 to {token_ttl_days()} days.")
+        if errors:
+            ctx = self.get_context_data(errors=errors, form_name=name)
+            return self.render_to_response(ctx, status=400)
+        token, raw = api_token_create(user=request.user, name=name, expires_in_days=days)
+        ctx = self.get_context_data(new_token=token, new_token_value=raw)
+        response = self.render_to_response(ctx)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class ApiTokenRevokeView(PartnerRequiredMixin, View):
+    """POST: revoke one of your own tokens (another user's id is a 404)."""
+
+    def post(self, request, token_id):
+        token = get_object_or_404(
+            ApiToken.objects.for_partner(self.partner).filter(
+                user=request.user, revoked_at__isnull=True
+            ),
+            pk=token_id,
+        )
+        api_token_revoke(token)
+        messages.success(request, f"Revoked “{token.name}”. It no longer works.")
+        return HttpResponseRedirect(reverse("dashboard:api-tokens"))

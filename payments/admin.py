@@ -101,6 +101,7 @@ class WebhookEventAdmin(OpsActionsMixin, ReadOnlyAdmin):
         "status",
         "reason",
         "attempts",
+        "failures",
         "received_at",
         "processed_at",
     ]
@@ -120,6 +121,8 @@ class WebhookEventAdmin(OpsActionsMixin, ReadOnlyAdmin):
         "reason",
         "detail",
         "attempts",
+        "failures",
+        "last_error",
         "processed_at",
         "payment_link",
         "body",
@@ -139,22 +142,37 @@ class WebhookEventAdmin(OpsActionsMixin, ReadOnlyAdmin):
             return "—"
         return format_html('<a href="{}">{}</a>', change_url(obj.payment), obj.payment)
 
-    @admin.action(description="Process again now (parked or received events)", permissions=["ops"])
+    @admin.action(
+        description="Process again now (parked, received or failed events)", permissions=["ops"]
+    )
     def reprocess(self, request, queryset):
         done = skipped = 0
+        retryable = (
+            WebhookEvent.Status.PARKED,
+            WebhookEvent.Status.RECEIVED,
+            WebhookEvent.Status.FAILED,
+        )
         for event in queryset.select_related("partner"):
-            if event.status not in (WebhookEvent.Status.PARKED, WebhookEvent.Status.RECEIVED):
+            if event.status not in retryable:
                 skipped += 1
                 continue
             before = event.status
-            result = webhook_events.webhook_event_process(partner=event.partner, event_id=event.pk)
+            try:
+                # A failed event gets a fresh budget of attempts (webhook_event_retry).
+                result = webhook_events.webhook_event_retry(
+                    partner=event.partner, event_id=event.pk
+                )
+            except Exception as exc:  # counted on the event; ops see it in last_error
+                self.log_change(request, event, f"Reprocessed: {before} → error.")
+                self.message_user(request, f"Event {event.pk} failed again: {exc}", messages.ERROR)
+                continue
             outcome = result.status if result is not None else "gone"
             reason = f" ({result.reason})" if result is not None and result.reason else ""
             self.log_change(request, event, f"Reprocessed: {before} → {outcome}{reason}.")
             done += 1
         text = f"{done} event(s) processed again."
         if skipped:
-            text += f" {skipped} skipped (only parked or received events are processed)."
+            text += f" {skipped} skipped (only parked, received or failed events are processed)."
         self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
 
 

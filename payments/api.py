@@ -7,17 +7,33 @@ that reads the raw body before anything parses it, with no session, CSRF or toke
 
 from __future__ import annotations
 
-from decimal import Decimal
+from datetime import UTC, datetime, time, timedelta
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
+from config.api import (
+    BIGINT_MAX,
+    ID_PARAMETER_SCHEMA,
+    AmountField,
+    choice_param,
+    int_param,
+    ordering_choices,
+    ordering_param,
+)
+from config.listing import parse_date_range, parse_sort
 from partners.idempotency import IDEMPOTENCY_HEADER, IdempotentCreateMixin
 from partners.tenancy import IsPartnerUser, PartnerViewSetMixin
 
 from .models import Payment, PaymentMethod, PaymentStatus, ReconciliationDrift
-from .selectors import REASONS, drift_report
+from .selectors import PAYMENT_DEFAULT_SORT, PAYMENT_SORTS, REASONS, drift_report
 from .services import ledger
 
 
@@ -50,13 +66,33 @@ class PaymentSerializer(serializers.ModelSerializer):
 
 
 class PaymentInputSerializer(serializers.Serializer):
-    invoice = serializers.IntegerField(min_value=1)
-    amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0.01"))
+    invoice = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
+    amount = AmountField()
     method = serializers.ChoiceField(choices=PaymentMethod.choices, default=PaymentMethod.OTHER)
     received_at = serializers.DateTimeField(required=False)
     note = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
 
 
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("invoice", ID_PARAMETER_SCHEMA),
+            OpenApiParameter("status", enum=PaymentStatus.values),
+            OpenApiParameter(
+                "ordering",
+                enum=ordering_choices(PAYMENT_SORTS),
+                description=f"Sort field, `-` for descending (default `{PAYMENT_DEFAULT_SORT}`); "
+                "any other value is a 400.",
+            ),
+            OpenApiParameter(
+                "from", OpenApiTypes.DATE, description="Received on or after (YYYY-MM-DD, UTC)"
+            ),
+            OpenApiParameter(
+                "to", OpenApiTypes.DATE, description="Received on or before (YYYY-MM-DD, UTC)"
+            ),
+        ]
+    )
+)
 class PaymentViewSet(
     IdempotentCreateMixin,
     PartnerViewSetMixin,
@@ -75,11 +111,27 @@ class PaymentViewSet(
     def filter_partner_queryset(self, queryset):
         queryset = queryset.select_related("invoice")
         p = self.request.query_params
-        if p.get("invoice", "").isdigit():
-            queryset = queryset.filter(invoice_id=int(p["invoice"]))
-        if p.get("status") in PaymentStatus.values:
-            queryset = queryset.filter(status=p["status"])
-        return queryset
+        # Invalid filter values answer 400 naming the parameter (config/api.py).
+        invoice_id = int_param(p, "invoice")
+        if invoice_id is not None:
+            queryset = queryset.filter(invoice_id=invoice_id)
+        status_filter = choice_param(p, "status", PaymentStatus.values)
+        if status_filter:
+            queryset = queryset.filter(status=status_filter)
+        if self.action == "list":
+            dates = parse_date_range(p)
+            if dates.error:
+                raise serializers.ValidationError({"from": [dates.error]}, code="invalid_date")
+            # UTC days: an API client's dates do not depend on who signed in.
+            if dates.start:
+                start = datetime.combine(dates.start, time.min, tzinfo=UTC)
+                queryset = queryset.filter(received_at__gte=start)
+            if dates.end:
+                end = datetime.combine(dates.end + timedelta(days=1), time.min, tzinfo=UTC)
+                queryset = queryset.filter(received_at__lt=end)
+        ordering = ordering_param(p, PAYMENT_SORTS)  # an unknown value: 400 naming it
+        sort = parse_sort(ordering, PAYMENT_SORTS, PAYMENT_DEFAULT_SORT)
+        return queryset.order_by(*sort.order_by)
 
     @extend_schema(
         request=PaymentInputSerializer,

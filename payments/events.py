@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from django.utils.dateparse import parse_datetime
@@ -69,17 +69,74 @@ def _amount(value) -> Decimal:
     return amount.quantize(Decimal("0.01"))
 
 
-def parse_event(body: bytes) -> PaymentEvent:
-    """Parse and check an event body; raise EventInvalid with a reason for ops."""
+MAX_ID = 2**63 - 1  # the largest id PostgreSQL stores (bigint)
+
+
+def _check_strings(doc) -> None:
+    """Every string (keys too) must be storable text: no NUL (PostgreSQL text refuses it) and
+    no lone surrogate (not UTF-8). Iterative: the depth is bounded by the body size only."""
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise EventInvalid("malformed", "the body contains a NUL character")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise EventInvalid("malformed", "the body contains a lone surrogate") from exc
+
+
+def _occurred_at(raw) -> datetime:
+    try:
+        value = parse_datetime(raw) if isinstance(raw, str) else None
+    except ValueError:  # well-formed but impossible, e.g. 2026-02-30
+        value = None
+    if value is None or value.tzinfo is None:
+        raise EventInvalid("malformed", "data.occurred_at must be an ISO 8601 time with zone")
+    try:
+        value = value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:  # year 1 at +01:00 is year 0 in UTC
+        raise EventInvalid("malformed", "data.occurred_at is out of range") from exc
+    if not 1970 <= value.year <= 9998:
+        raise EventInvalid("malformed", "data.occurred_at is out of range")
+    return value
+
+
+def event_type_of(body: bytes) -> str:
+    """The `type` of a body, for labelling an ignored or invalid delivery ("" if none)."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return ""
+    value = doc.get("type") if isinstance(doc, dict) else None
+    if not isinstance(value, str):
+        return ""
+    return value.replace("\x00", "")[:60].encode("utf-8", errors="replace").decode()
+
+
+def parse_event(body: bytes) -> PaymentEvent:
+    """Parse and check an event body; raise EventInvalid with a reason for ops ("unknown_type"
+    for a well-formed event of a type we do not handle: acknowledged and ignored)."""
+    if b"\x00" in body:
+        raise EventInvalid("malformed", "the body contains a NUL byte")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise EventInvalid("malformed", "body is not JSON") from exc
     if not isinstance(doc, dict):
         raise EventInvalid("malformed", "body is not a JSON object")
+    _check_strings(doc)
     event_type = doc.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        raise EventInvalid("malformed", "type must be a non-empty string")
     if event_type not in EVENT_TYPES:
-        raise EventInvalid("unknown_type", f"unknown event type {str(event_type)[:60]!r}")
+        raise EventInvalid("unknown_type", f"unknown event type {event_type[:60]!r}")
     data = doc.get("data")
     if not isinstance(data, dict):
         raise EventInvalid("malformed", "data must be an object")
@@ -90,7 +147,11 @@ def parse_event(body: bytes) -> PaymentEvent:
     if invoice_id is not None:
         if isinstance(invoice_id, str) and invoice_id.isdigit():
             invoice_id = int(invoice_id)
-        if isinstance(invoice_id, bool) or not isinstance(invoice_id, int) or invoice_id <= 0:
+        if (
+            isinstance(invoice_id, bool)
+            or not isinstance(invoice_id, int)
+            or not 0 < invoice_id <= MAX_ID
+        ):
             raise EventInvalid("malformed", "data.invoice_id must be a positive integer")
     invoice_number = data.get("invoice_number") or ""
     if not isinstance(invoice_number, str) or len(invoice_number) > 100:
@@ -102,14 +163,11 @@ def parse_event(body: bytes) -> PaymentEvent:
     if not isinstance(currency, str) or (currency and len(currency) != 3):
         raise EventInvalid("malformed", "data.currency must be a 3-letter code")
     method = data.get("method") or PaymentMethod.OTHER
-    if method not in PaymentMethod.values:
+    if not isinstance(method, str) or method not in PaymentMethod.values:
         raise EventInvalid("malformed", "data.method must be card, ach or other")
     occurred_at = None
     if data.get("occurred_at") is not None:
-        raw = data["occurred_at"]
-        occurred_at = parse_datetime(raw) if isinstance(raw, str) else None
-        if occurred_at is None or occurred_at.tzinfo is None:
-            raise EventInvalid("malformed", "data.occurred_at must be an ISO 8601 time with zone")
+        occurred_at = _occurred_at(data["occurred_at"])
     version = data.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**62:
         raise EventInvalid("malformed", "data.version must be a non-negative integer")

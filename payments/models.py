@@ -145,7 +145,8 @@ class WebhookEvent(PartnerOwnedModel):
         PROCESSED = "processed", "Processed"
         PARKED = "parked", "Parked for ops"
         INVALID = "invalid", "Invalid (kept raw)"
-        FAILED = "failed", "Failed"
+        IGNORED = "ignored", "Ignored (unknown type)"
+        FAILED = "failed", "Failed (parked for ops)"
 
     class Reason(models.TextChoices):
         NONE = "", "—"
@@ -159,6 +160,7 @@ class WebhookEvent(PartnerOwnedModel):
         AMOUNT = "amount_exceeds_outstanding", "Amount exceeds the outstanding balance"
         CURRENCY = "currency_mismatch", "Currency differs from the invoice"
         PAID_IN_AUTOTASK = "paid_in_autotask", "Invoice already paid in Autotask"
+        PROCESSING_ERROR = "processing_error", "Processing failed repeatedly"
 
     settings = models.ForeignKey(PaymentSettings, on_delete=models.CASCADE, related_name="events")
     event_id = models.CharField(max_length=255)
@@ -173,6 +175,12 @@ class WebhookEvent(PartnerOwnedModel):
         Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
     )
     attempts = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(
+        default=0,
+        help_text="Processing errors in a row; at MAX_PROCESSING_FAILURES the event is failed "
+        "(parked for ops, retried only by an admin action).",
+    )
+    last_error = models.CharField(max_length=1000, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
@@ -190,6 +198,14 @@ class WebhookEvent(PartnerOwnedModel):
 
     def __str__(self):
         return f"{self.event_type or 'event'} {self.event_id} ({self.status})"
+
+    @property
+    def partner_reason_display(self) -> str:
+        """The reason as a partner may see it: another partner's invoice reads "Unknown
+        invoice" (no oracle for other tenants' ids); ops see the real reason in the admin."""
+        if self.reason == self.Reason.FOREIGN_INVOICE:
+            return self.Reason.UNKNOWN_INVOICE.label
+        return self.get_reason_display()
 
 
 class WritebackOutbox(PartnerOwnedModel):

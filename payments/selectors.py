@@ -177,3 +177,14 @@ def voided_after_payment(*, partner, invoice) -> ReconciliationDrift | None:
         .select_related("replacement")
         .first()
     )
+
+
+# Orders of the payments list, dashboard and API (`?sort=` / `?ordering=`; config/listing.py).
+PAYMENT_SORTS = {
+    "received_at": ("received_at",),
+    "invoice": ("invoice__number",),
+    "amount": ("amount",),
+    "method": ("method",),
+    "status": ("status",),
+}
+PAYMENT_DEFAULT_SORT = "-received_at"

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpResponseRedirect, JsonResponse
+from django.db.models import Count, Sum
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from config.api import DomainError
+from config.listing import csv_response, parse_date_range, parse_sort, query_without, sort_headers
 from invoices.models import Invoice
 from partners.tenancy import PartnerRequiredMixin
 from partners.views import PartnerPageView
 
 from . import webhooks
 from .models import Payment, PaymentMethod, PaymentStatus, WebhookEvent
-from .selectors import drift_report
+from .selectors import PAYMENT_DEFAULT_SORT, PAYMENT_SORTS, drift_report
 from .services import ledger, payment_settings, webhook_events
 
 
@@ -29,23 +33,72 @@ from .services import ledger, payment_settings, webhook_events
 def webhook_receive(request, endpoint_id: str):
     """`POST /api/v1/payments/webhooks/{endpoint_id}/` (Standard Webhooks). The raw body is
     verified before anything parses it; see webhook_events.webhook_event_receive for the answers."""
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    # Never read more than the limit + 1 byte of an oversized body.
-    body = (
-        request.read(webhooks.MAX_BODY_BYTES + 1)
-        if declared > webhooks.MAX_BODY_BYTES
-        else request.body
-    )
+    body = _webhook_body(request)
     receipt = webhook_events.webhook_event_receive(
         endpoint_id=endpoint_id[:40], headers=request.headers, body=body
     )
     return JsonResponse(receipt.body, status=receipt.status)
 
 
+def _webhook_body(request) -> bytes:
+    """The raw body, never more than the limit + 1 byte (a longer one answers 413).
+
+    A chunked delivery has no Content-Length, and Django then reads an empty body; the server
+    says the stream ends by itself (`wsgi.input_terminated`, set by gunicorn), so it is read
+    from `wsgi.input` directly."""
+    limit = webhooks.MAX_BODY_BYTES + 1
+    raw_length = request.META.get("CONTENT_LENGTH")
+    if not raw_length and request.META.get("wsgi.input_terminated"):
+        stream = request.META["wsgi.input"]
+        chunks, size = [], 0
+        while size < limit:
+            chunk = stream.read(limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    try:
+        declared = int(raw_length or 0)
+    except ValueError:
+        declared = 0
+    return request.read(limit) if declared > webhooks.MAX_BODY_BYTES else request.body
+
+
 # --- dashboard --------------------------------------------------------------------------------
+
+
+PAYMENT_COLUMNS = [
+    ("Received", "received_at"),
+    ("Invoice", "invoice"),
+    ("Amount", "amount"),
+    ("Method", "method"),
+    ("Source", None),
+    ("Status", "status"),
+    ("", None),
+]
+CSV_CHUNK = 2000
+
+
+def _day_start(day: date) -> datetime:
+    # Midnight in the active (partner's) zone: the received date is the partner's day.
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def _payment_filters(view):
+    """The list's filters from the query string: (queryset, status, date range)."""
+    g = view.request.GET
+    qs = view.get_partner_queryset(Payment).select_related("invoice")
+    status = g.get("status", "")
+    if status in PaymentStatus.values:
+        qs = qs.filter(status=status)
+    dates = parse_date_range(g)
+    if dates.start:
+        qs = qs.filter(received_at__gte=_day_start(dates.start))
+    if dates.end:
+        qs = qs.filter(received_at__lt=_day_start(dates.end + timedelta(days=1)))
+    sort = parse_sort(g.get("sort"), PAYMENT_SORTS, PAYMENT_DEFAULT_SORT)
+    return qs.order_by(*sort.order_by), status, dates, sort
 
 
 class PaymentListView(PartnerPageView):
@@ -56,12 +109,22 @@ class PaymentListView(PartnerPageView):
     def get_context_data(self, **kwargs):
         ctx = super().get_context_data(**kwargs)
         g = self.request.GET
-        qs = self.get_partner_queryset(Payment).select_related("invoice")
-        status = g.get("status", "")
-        if status in PaymentStatus.values:
-            qs = qs.filter(status=status)
+        qs, status, dates, sort = _payment_filters(self)
+        # The totals row counts what was received: succeeded payments of the filtered rows.
+        totals = (
+            qs.filter(status=PaymentStatus.SUCCEEDED)
+            .order_by()
+            .values("currency")
+            .annotate(n=Count("id"), amount=Sum("amount"))
+            .order_by("currency")
+        )
         ctx.update(
             page=Paginator(qs, 50).get_page(g.get("page")),
+            totals=list(totals),
+            headers=sort_headers(g, sort, PAYMENT_COLUMNS),
+            sort=sort.key,
+            dates_range=dates,
+            query=query_without(g, "page"),
             statuses=PaymentStatus.choices,
             status=status,
             parked=self.get_partner_queryset(WebhookEvent)
@@ -69,6 +132,45 @@ class PaymentListView(PartnerPageView):
             .count(),
         )
         return ctx
+
+
+class PaymentExportView(PartnerRequiredMixin, View):
+    """`/payments/export.csv`: the filtered list (every page, in the list's order), streamed."""
+
+    def get(self, request):
+        qs, _status, dates, _sort = _payment_filters(self)
+        if dates.error:
+            return HttpResponse(dates.error, status=400, content_type="text/plain")
+        zone = timezone.get_current_timezone()
+        rows = qs.values_list(
+            "received_at",
+            "invoice__number",
+            "amount",
+            "currency",
+            "method",
+            "source",
+            "processor_payment_id",
+            "status",
+            "note",
+        ).iterator(chunk_size=CSV_CHUNK)
+
+        def lines():
+            for received, *rest in rows:
+                yield (timezone.localtime(received, zone).isoformat(), *rest)
+
+        header = [
+            "Received",
+            "Invoice",
+            "Amount",
+            "Currency",
+            "Method",
+            "Source",
+            "Processor payment id",
+            "Status",
+            "Note",
+        ]
+        today = timezone.localdate()
+        return csv_response(f"payments-{today:%Y-%m-%d}.csv", header, lines())
 
 
 class DriftReportView(PartnerPageView):
@@ -105,7 +207,7 @@ class PaymentSettingsView(PartnerPageView):
             )
             if settings_obj
             else "",
-            new_secret=self.request.session.pop("payments_new_secret", None),
+            new_secret=kwargs.get("new_secret"),
             deliveries=self.get_partner_queryset(WebhookEvent).order_by("-received_at", "-id")[:50],
         )
         return ctx
@@ -118,9 +220,11 @@ class PaymentSettingsView(PartnerPageView):
             else:
                 _, secret = payment_settings.payment_settings_rotate_secret(partner=self.partner)
             if secret:
-                # Shown on the next page view only, then gone from the session.
-                request.session["payments_new_secret"] = secret
-                messages.success(request, "Copy the new secret now: it is shown only once.")
+                # Shown once, on the answer to this POST itself: never kept in the session
+                # (django_session is not encrypted) or anywhere else in clear; not cached.
+                response = self.render_to_response(self.get_context_data(new_secret=secret))
+                response["Cache-Control"] = "no-store"
+                return response
         elif action == "overpayment":
             payment_settings.payment_settings_update(
                 partner=self.partner, allow_overpayment=request.POST.get("allow") == "1"

@@ -10,7 +10,7 @@ from rest_framework import generics, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from config.api import ErrorSerializer
+from config.api import ErrorSerializer, choice_param
 from partners.tenancy import PartnerViewSetMixin
 
 from .models import ChangeLogEntry, SyncRun
@@ -41,11 +41,12 @@ class SyncRunViewSet(PartnerViewSetMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = SyncRunSerializer
 
     def filter_partner_queryset(self, queryset):
+        # An unknown value is a 400 naming the parameter, as on every list (config/api.py).
         params = self.request.query_params
-        if params.get("kind") in SyncRun.Kind.values:
-            queryset = queryset.filter(kind=params["kind"])
-        if params.get("status") in SyncRun.Status.values:
-            queryset = queryset.filter(status=params["status"])
+        if kind := choice_param(params, "kind", SyncRun.Kind.values):
+            queryset = queryset.filter(kind=kind)
+        if run_status := choice_param(params, "status", SyncRun.Status.values):
+            queryset = queryset.filter(status=run_status)
         return queryset
 
     @extend_schema(responses=ChangeSerializer(many=True))

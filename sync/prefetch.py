@@ -1,12 +1,16 @@
 """Read-ahead for the sync engine (sync/engine.py): the next Autotask page is read on a helper
-thread while the current one is written."""
+thread while the current one is written (`Prefetched`), and reads whose keys are known in
+advance (id batches) go out up to 3 at a time, within Autotask's per-endpoint limit
+(`ParallelReads`)."""
 
 from __future__ import annotations
 
 import queue
 import sys
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 
 class Prefetched:
@@ -54,12 +58,7 @@ class Prefetched:
         self._entered = False
 
     def __enter__(self) -> Prefetched:
-        cls = type(self)
-        with cls._lock:
-            if cls._open == 0:
-                cls._saved_interval = sys.getswitchinterval()
-                sys.setswitchinterval(min(cls.SWITCH_INTERVAL, cls._saved_interval))
-            cls._open += 1
+        _fast_switch_enter()
         self._entered = True
         return self
 
@@ -103,8 +102,96 @@ class Prefetched:
             close()  # the reader is done: closing the generator here is safe
         if self._entered:
             self._entered = False
-            cls = type(self)
-            with cls._lock:
-                cls._open -= 1
-                if cls._open == 0 and cls._saved_interval is not None:
-                    sys.setswitchinterval(cls._saved_interval)
+            _fast_switch_exit()
+
+
+def _fast_switch_enter() -> None:
+    """The 0.5 ms switch interval while any reader is open (see Prefetched): counted, since
+    syncs on a thread pool open and close readers concurrently."""
+    cls = Prefetched
+    with cls._lock:
+        if cls._open == 0:
+            cls._saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(cls.SWITCH_INTERVAL, cls._saved_interval))
+        cls._open += 1
+
+
+def _fast_switch_exit() -> None:
+    cls = Prefetched
+    with cls._lock:
+        cls._open -= 1
+        if cls._open == 0 and cls._saved_interval is not None:
+            sys.setswitchinterval(cls._saved_interval)
+
+
+class ParallelReads:
+    """`read(key)` for every key, up to `workers` at a time on helper threads, yielded as
+    (key, result) in the order of `keys`: the caller applies them in the same order as one
+    reader would (deterministic counts, cursor and change log), on its own thread (the
+    database stays on the caller's thread; `read` must not touch it).
+
+        with ParallelReads(read_batch, batches, workers=3) as reads:
+            for batch, items in reads:
+                ...  # apply and commit, in order
+
+    At most `workers` reads are in flight or done-but-not-taken, so memory stays bounded and
+    a run stopped early wastes at most `workers` reads. The Autotask limiter still takes a
+    slot per request (≤ 3 per endpoint per database across every worker): `workers` is this
+    run's share, not a way around it. An exception from a read is raised to the caller when it
+    reaches that key, after every earlier key was handled; on exit reads not started are
+    cancelled and those in flight waited for."""
+
+    def __init__(
+        self,
+        read: Callable,
+        keys: Iterable,
+        *,
+        workers: int = 3,
+        name: str = "autotask-reread",
+    ):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._read = read
+        self._keys = list(keys)
+        self._workers = workers
+        self._name = name
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[object, Future]] = deque()
+
+    def __enter__(self) -> ParallelReads:
+        _fast_switch_enter()
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(self._workers, max(1, len(self._keys))),
+            thread_name_prefix=self._name,
+        )
+        return self
+
+    def __iter__(self) -> Iterator[tuple[object, object]]:
+        assert self._executor is not None, "use ParallelReads as a context manager"
+        keys = iter(self._keys)
+
+        def fill() -> None:
+            while len(self._pending) < self._workers:
+                key = next(keys, _NO_KEY)
+                if key is _NO_KEY:
+                    return
+                self._pending.append((key, self._executor.submit(self._read, key)))
+
+        fill()
+        while self._pending:
+            key, future = self._pending.popleft()
+            result = future.result()  # raises the read's exception, in order
+            fill()  # taken: one more may start while the caller applies this one
+            yield key, result
+
+    def __exit__(self, *exc_info) -> None:
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+            _fast_switch_exit()
+
+
+_NO_KEY = object()

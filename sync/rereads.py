@@ -1,7 +1,9 @@
 """The re-read phases of the sync engine: the daily unpaid (and recently paid) re-read by id,
 the id reconcile of late-visible invoices, the manual Fetch New Data's re-read of recent open
-invoices, and the daily re-read of every company. A mixin of `SyncEngine` (sync/engine.py),
-which owns the reading, applying and fenced commits these phases use."""
+invoices, and the daily re-read of every company. Id batches are known in advance, so they are
+read up to 3 at a time (`ParallelReads`) and applied in id order, one transaction each. A
+mixin of `SyncEngine` (sync/engine.py), which owns the reading, applying and fenced commits
+these phases use."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from integrations.autotask.records import Invoice as AutotaskInvoice
 from invoices.models import Invoice, InvoiceStatus
 
 from .models import SyncState
+from .prefetch import ParallelReads
 from .tuning import (
     IN_BATCH,
     PAGE_SIZE,
@@ -25,6 +28,7 @@ from .tuning import (
     RECENT_OPEN_WINDOW,
     RECENTLY_PAID,
     RECONCILE_WINDOW,
+    REREAD_CONCURRENCY,
     _parse,
 )
 from .upsert import flag_missing
@@ -33,6 +37,19 @@ log = logging.getLogger(__name__)
 
 
 class RereadPhases:
+    def _reads_by_id(self, entity: str, chunks: list[list[int]]) -> ParallelReads:
+        """Id batches read up to REREAD_CONCURRENCY at a time (Autotask allows 3 in flight
+        per endpoint; the limiter still takes a slot per request), applied in id order."""
+
+        def read(chunk: list[int]) -> list[dict]:
+            query = Query(filters=[Q.in_("id", chunk)], max_records=PAGE_SIZE)
+            items: list[dict] = []
+            for page in self.client.iter_pages(entity, query, parse=False):
+                items.extend(page.items)
+            return items
+
+        return ParallelReads(read, chunks, workers=REREAD_CONCURRENCY)
+
     def _unpaid_phase(self) -> None:
         """Unpaid and recently paid (RECENTLY_PAID: in Autotask by paidDate, here by the last
         change of the invoice) Autotask invoices, archived ones included (hidden, but their
@@ -53,30 +70,30 @@ class RereadPhases:
             .order_by("autotask_id")
             .values_list("autotask_id", flat=True)
         )
-        for start in range(0, len(ids), IN_BATCH):
-            chunk = ids[start : start + IN_BATCH]
-            query = Query(filters=[Q.in_("id", chunk)], max_records=PAGE_SIZE)
-            items: list[dict] = []
-            for page in self.client.iter_pages("Invoices", query, parse=False):
-                items.extend(page.items)
-            records = self._parse_records(AutotaskInvoice, items)
-            returned = {item.get("id") for item in items}
-            with transaction.atomic():
-                self._apply_invoices(records)
-                missing = [i for i in chunk if i not in returned]
-                if missing:
-                    flagged = flag_missing(
-                        model=Invoice,
-                        partner=self.partner,
-                        autotask_ids=missing,
-                        record_type="invoice",
-                        run=self.run,
-                        now=self.clock(),
-                    )
-                    self.counts["updated"] += flagged
-                self.cursor["unpaid_after_id"] = chunk[-1]
-                self._commit_page("unpaid")
+        chunks = [ids[start : start + IN_BATCH] for start in range(0, len(ids), IN_BATCH)]
+        with self._reads_by_id("Invoices", chunks) as reads:
+            for chunk, items in reads:
+                self._apply_unpaid_batch(chunk, items)
         self.cursor["unpaid_done"] = True
+
+    def _apply_unpaid_batch(self, chunk: list[int], items: list[dict]) -> None:
+        records = self._parse_records(AutotaskInvoice, items)
+        returned = {item.get("id") for item in items}
+        with transaction.atomic():
+            self._apply_invoices(records)
+            missing = [i for i in chunk if i not in returned]
+            if missing:
+                flagged = flag_missing(
+                    model=Invoice,
+                    partner=self.partner,
+                    autotask_ids=missing,
+                    record_type="invoice",
+                    run=self.run,
+                    now=self.clock(),
+                )
+                self.counts["updated"] += flagged
+            self.cursor["unpaid_after_id"] = chunk[-1]
+            self._commit_page("unpaid")
 
     def _reconcile_phase(self) -> None:
         """The daily id reconcile (SY-2). An invoice that becomes visible in Autotask later than
@@ -104,16 +121,14 @@ class RereadPhases:
             .values_list("autotask_id", flat=True)
         )
         missing = sorted(set(ids) - known)
-        for start in range(0, len(missing), IN_BATCH):
-            query = Query(filters=[Q.in_("id", missing[start : start + IN_BATCH])])
-            items: list[dict] = []
-            for page in self.client.iter_pages("Invoices", query, parse=False):
-                items.extend(page.items)
-            records = self._parse_records(AutotaskInvoice, items)
-            self._fetch_missing_companies(records)
-            with transaction.atomic():
-                self._apply_invoices(records)
-                self._commit_page("reconcile")
+        chunks = [missing[start : start + IN_BATCH] for start in range(0, len(missing), IN_BATCH)]
+        with self._reads_by_id("Invoices", chunks) as reads:
+            for _, items in reads:
+                records = self._parse_records(AutotaskInvoice, items)
+                self._fetch_missing_companies(records)
+                with transaction.atomic():
+                    self._apply_invoices(records)
+                    self._commit_page("reconcile")
         self.cursor["reconcile_done"] = True
 
     def _recent_open_phase(self) -> None:
@@ -138,28 +153,25 @@ class RereadPhases:
             .values_list("autotask_id", flat=True)[:RECENT_OPEN_MAX]
         )
         ids = sorted(i for i in newest if i > after)
-        for start in range(0, len(ids), IN_BATCH):
-            chunk = ids[start : start + IN_BATCH]
-            items: list[dict] = []
-            query = Query(filters=[Q.in_("id", chunk)], max_records=PAGE_SIZE)
-            for page in self.client.iter_pages("Invoices", query, parse=False):
-                items.extend(page.items)
-            records = self._parse_records(AutotaskInvoice, items)
-            returned = {item.get("id") for item in items}
-            with transaction.atomic():
-                self._apply_invoices(records)
-                missing = [i for i in chunk if i not in returned]
-                if missing:
-                    self.counts["updated"] += flag_missing(
-                        model=Invoice,
-                        partner=self.partner,
-                        autotask_ids=missing,
-                        record_type="invoice",
-                        run=self.run,
-                        now=self.clock(),
-                    )
-                self.cursor["recent_open_after_id"] = chunk[-1]
-                self._commit_page("recent_open")
+        chunks = [ids[start : start + IN_BATCH] for start in range(0, len(ids), IN_BATCH)]
+        with self._reads_by_id("Invoices", chunks) as reads:
+            for chunk, items in reads:
+                records = self._parse_records(AutotaskInvoice, items)
+                returned = {item.get("id") for item in items}
+                with transaction.atomic():
+                    self._apply_invoices(records)
+                    missing = [i for i in chunk if i not in returned]
+                    if missing:
+                        self.counts["updated"] += flag_missing(
+                            model=Invoice,
+                            partner=self.partner,
+                            autotask_ids=missing,
+                            record_type="invoice",
+                            run=self.run,
+                            now=self.clock(),
+                        )
+                    self.cursor["recent_open_after_id"] = chunk[-1]
+                    self._commit_page("recent_open")
         self.cursor["recent_open_done"] = True
 
     def _companies_reread_phase(self) -> None:

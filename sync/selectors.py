@@ -6,8 +6,11 @@ which run holds a cooldown are defined here: these reads and the claim in
 sync/services/manual.py apply the same rule. The manual run whose `created_at + cooldown`
 equals the stored `next_*_at` (the claim sets exactly that) holds it. A holder that *failed on
 our side* (OUR_SIDE_ERRORS: nothing the partner or Autotask did) gives the cooldown back.
-Everything else keeps it: success, partial success, and failures where Autotask answered
-(refused the API user, rejected a request, sent data we could not read).
+A failed holder also gives it back once the partner fixed the connection after the holder
+started (AutotaskConnection.restored_at: new credentials saved, or Test connection passed), so
+"Retry now" checks the fix at once. Everything else keeps it: success, partial success, and
+failures where Autotask answered (refused the API user, rejected a request, sent data we could
+not read) and nothing was fixed since.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from integrations.selectors import connection_for
+from partners.formatting import format_wait_until
 from partners.models import Partner
 
 from .models import SyncRun, SyncState
@@ -113,11 +117,20 @@ class Availability:
         return self.available_at.astimezone(self.zone) if self.available_at else None
 
     @property
-    def text(self) -> str:
-        """ "available at 15:04 (in 12 min)" in the partner's time zone; "" when available."""
+    def when_text(self) -> str:
+        """ "tomorrow at 01:18 CET", in the partner's time zone; "" when available."""
         if self.available_at is None:
             return ""
-        return f"available at {self.local_at:%H:%M} ({format_wait(self.wait_seconds)})"
+        with timezone.override(self.zone):
+            return format_wait_until(self.available_at, now=self.now)
+
+    @property
+    def text(self) -> str:
+        """ "available today at 15:04 CET (in 12 min)"; "" when available. The page's script
+        keeps this wording and only counts the "(in …)" part down."""
+        if self.available_at is None:
+            return ""
+        return f"available {self.when_text} ({format_wait(self.wait_seconds)})"
 
 
 def manual_sync_unavailable_reason(partner: Partner) -> str | None:
@@ -132,8 +145,18 @@ def manual_sync_unavailable_reason(partner: Partner) -> str | None:
     return None
 
 
-def holds_no_cooldown(run: SyncRun) -> bool:
-    return run.status == SyncRun.Status.FAILED and run.error_kind in OUR_SIDE_ERRORS
+def restored_at(partner: Partner) -> datetime | None:
+    """When the partner last fixed its connection (new credentials, or a test that passed)."""
+    connection = connection_for(partner=partner)
+    return connection.restored_at if connection is not None else None
+
+
+def holds_no_cooldown(run: SyncRun, fixed_at: datetime | None = None) -> bool:
+    """A failed holder gives its cooldown back when the failure was ours, or when the partner
+    fixed the connection after it was started (the retry checks the fix)."""
+    if run.status != SyncRun.Status.FAILED:
+        return False
+    return run.error_kind in OUR_SIDE_ERRORS or (fixed_at is not None and run.created_at < fixed_at)
 
 
 def manual_sync_availability(
@@ -144,6 +167,7 @@ def manual_sync_availability(
     now = now or timezone.now()
     zone = partner_zone(partner)
     state = SyncState.objects.filter(partner=partner).first()
+    fixed_at = restored_at(partner)
     result = {}
     for kind, action in ACTIONS.items():
         until = getattr(state, action.state_field) if state else None
@@ -157,7 +181,7 @@ def manual_sync_availability(
                 )
                 .first()
             )
-            if holder is not None and holds_no_cooldown(holder):
+            if holder is not None and holds_no_cooldown(holder, fixed_at):
                 until = None
         result[kind] = Availability(action=action, available_at=until, now=now, zone=zone)
     return result

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 SETTLE_TIME = timedelta(minutes=10)
 OVERLAP = timedelta(hours=2)
 IN_BATCH = 400
+REREAD_CONCURRENCY = 3  # id batches in flight per run: Autotask's 3 per endpoint (API.md §4)
 RECONCILE_WINDOW = timedelta(days=3)  # the daily id reconcile's reach before the cursor
 RECENTLY_PAID = timedelta(days=60)  # paid invoices the daily run still re-reads
 RECENT_OPEN_WINDOW = timedelta(days=30)  # Fetch New Data also re-reads unpaid invoices this young

@@ -6,6 +6,8 @@ from django.urls import reverse
 
 from customers.models import Customer
 from invoices.models import Invoice
+from notifications.forms import NotificationPreferencesForm
+from notifications.services import opted_out_kinds
 from partners.views import PartnerPageView
 
 from . import selectors, wording
@@ -135,4 +137,16 @@ class PreferencesView(PartnerPageView):
             time_zones=sorted(zoneinfo.available_timezones()),
             can_manage=self.request.user.can_manage_partner,
         )
+        ctx.update(self._notifications())
         return ctx
+
+    def _notifications(self) -> dict:
+        # Preferences → Notifications: the signed-in owner's own boxes (emails go to owners).
+        user = self.request.user
+        if user.role != user.Role.OWNER:
+            return {"notify_form": None}
+        off = opted_out_kinds(partner=self.partner, user=user)
+        form = NotificationPreferencesForm(
+            initial={kind: kind not in off for kind in NotificationPreferencesForm.base_fields}
+        )
+        return {"notify_form": form}

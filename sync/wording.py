@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from integrations.guidance import PLAIN_FAILURES, plain_failure
+
 from .models import SyncRun
 
 MESSAGES = {
@@ -15,34 +17,9 @@ MESSAGES = {
     "not_connected": "Autotask is not connected. Connect it under Integrations first.",
 }
 
-# What a failed run means, for the person who clicked (the run's page has the raw message).
-PLAIN_ERRORS = {
-    "worker_lost": "The sync stopped on our side and was given up. You can start it again now.",
-    "internal": "The sync failed because of an error on our side. You can start it again now.",
-    "not_connected": "Autotask was not connected when the sync started, so nothing was fetched.",
-    "credentials": (
-        "We could not use the stored Autotask credentials. Reconnect Autotask under "
-        "Integrations; you can then start the sync again."
-    ),
-    "auth:bad_secret": (
-        "Autotask refused the API user's password (Secret). Generate a new one in Autotask and "
-        "update it under Integrations."
-    ),
-    "auth:unknown_user": (
-        "Autotask no longer knows the API username. Check the API user in Autotask and update "
-        "it under Integrations."
-    ),
-    "auth:bad_integration_code": (
-        "Autotask refused our integration: set Integration Vendor to PaySync on the API user."
-    ),
-    "auth:permission": (
-        "The Autotask API user lacks permissions: set its security level to 'API User (system)'."
-    ),
-    "request": "Autotask rejected a request of this sync. Nothing past that point was changed.",
-    "not_found": "Autotask answered 'not found' to a request of this sync.",
-    "response": "Autotask sent an answer we could not read, so the sync stopped there.",
-    "foreign_origin": "Autotask pointed us to another server, so the sync stopped there.",
-}
+# What a failed run means for the person who clicked: integrations/guidance.py, one table for
+# the run pages, the Integrations page and the banner (the raw message is for ops only).
+PLAIN_ERRORS = PLAIN_FAILURES
 
 TRIGGER_WORDS = {
     SyncRun.Trigger.SCHEDULE: "scheduled",
@@ -64,13 +41,12 @@ def format_wait(seconds: float) -> str:
 def plain_error(run: SyncRun) -> str:
     """The run's error in plain words, for the Preferences page; "" when there is none."""
     if run.status == SyncRun.Status.FAILED:
-        if run.error_kind in PLAIN_ERRORS:
-            return PLAIN_ERRORS[run.error_kind]
-        return run.error_message or "The sync failed."
+        return plain_failure(run.error_kind, run_id=run.pk)
     if run.status == SyncRun.Status.PARTIAL:
         return f"{run.failed} record(s) could not be saved; the rest was synced."
     if run.is_active and run.error_kind:
-        return "Autotask is busy or unreachable right now; the sync will retry by itself."
+        # Queued again after throttling or an outage: waiting for Autotask, by itself.
+        return plain_failure(run.error_kind)
     return ""
 
 

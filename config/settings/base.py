@@ -1,6 +1,7 @@
 """Settings shared by every environment. Values come from the environment (see config/env.py);
 development.py adds the newcomer defaults, production.py refuses to start without secrets."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -24,7 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "axes",  # sign-in lockout (partners/login_security.py)
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
@@ -35,13 +36,17 @@ INSTALLED_APPS = [
     "invoices",
     "sync",
     "payments",
+    "notifications",
     "ops",
     "sandbox",
 ]
 
 MIDDLEWARE = [
     "config.logging.RequestIdMiddleware",
+    # Control characters in query parameters → 400; JSON 404s under /api/ (config/middleware.py).
+    "config.middleware.RequestHygieneMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -50,6 +55,8 @@ MIDDLEWARE = [
     "partners.middleware.PartnerTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -93,9 +100,38 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Sign-in lockout and API tokens (partners/login_security.py, partners/tokens.py) --------
+AUTHENTICATION_BACKENDS = [
+    "partners.login_security.LockoutBackend",  # django-axes' AxesStandaloneBackend, first
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.get_int("LOGIN_FAILURE_LIMIT", 20)
+AXES_COOLOFF_TIME = timedelta(minutes=env.get_int("LOGIN_LOCKOUT_MINUTES", 15))
+# Per username (from any address) and, separately, per client address (for any username).
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lockout do not extend it: "try again in 15 minutes" stays true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "partners.login_security.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "partners.login_security.client_ip"
+# Proxies in front of us that append to X-Forwarded-For (0: use REMOTE_ADDR).
+TRUSTED_PROXY_COUNT = env.get_int("TRUSTED_PROXY_COUNT", 0)
+AXES_ENABLE_ADMIN = False  # partners/admin.py registers the attempts with an Unlock action
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are in User.last_login already
+AXES_VERBOSE = False
+API_TOKEN_TTL_DAYS = env.get_int("API_TOKEN_TTL_DAYS", 90)
+
 LANGUAGE_CODE = "en-us"
 # Babel locale for money on the dashboard (symbols, grouping): partners/formatting.py.
 PAYSYNC_MONEY_LOCALE = env.get("PAYSYNC_MONEY_LOCALE", "en_US")
+# Where the dashboard is reached: absolute links in notification emails (notifications/).
+PAYSYNC_BASE_URL = env.get("PAYSYNC_BASE_URL", "http://127.0.0.1:8000")
+
+# --- Email (notifications/services.py): console in development, locmem in tests, SMTP from the
+# environment in production.
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "PaySync <notifications@paysync.invalid>")
+EMAIL_TIMEOUT = 10  # seconds; a stuck SMTP server must not hold the check
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -109,8 +145,9 @@ MEDIA_URL = "media/"
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First: its authenticate_header makes unauthenticated calls 401 + WWW-Authenticate.
+        "partners.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["partners.tenancy.IsPartnerUser"],
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
@@ -135,6 +172,10 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.add_standard_error_responses",
+        "config.api.describe_query_strings",
+        "config.api.tighten_decimal_patterns",
+        "config.api.describe_request_strings",
+        "config.api.add_links",
     ],
 }
 
@@ -209,6 +250,26 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 METRICS_TOKEN = env.get("METRICS_TOKEN")
+
+# Content-Security-Policy (django-csp) on every answer: scripts only from our own origin, no
+# inline script anywhere (page scripts live in static/js/, confirmations are `data-confirm`
+# attributes, Swagger UI's start-up script is served as a file by SpectacularSwaggerSplitView).
+# Styles allow 'unsafe-inline' for the Django admin and Swagger UI, which set style attributes;
+# our own templates keep their CSS in static/css/app.css. data: images are Swagger UI's icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 from config.logging import build_logging_config  # noqa: E402
 

@@ -52,5 +52,8 @@ if not CELERY_BROKER_URL:
         "store_processed": False,
     }
 
+# Emails are printed by the process that sends them (the worker, for notifications).
+EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True

@@ -40,6 +40,16 @@ ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS")
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("Set ALLOWED_HOSTS in production.")
 
+# Notification emails over SMTP (notifications/); the password stays in the environment.
+EMAIL_HOST = env.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.get_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env.get_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "PaySync <notifications@paysync.invalid>")
+# Links in emails: the first allowed host over HTTPS unless said otherwise.
+PAYSYNC_BASE_URL = env.get("PAYSYNC_BASE_URL") or f"https://{ALLOWED_HOSTS[0].lstrip('.')}"
+
 # HTTPS is terminated by the load balancer in front of gunicorn.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.get_bool("SECURE_SSL_REDIRECT", True)

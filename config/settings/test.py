@@ -43,5 +43,7 @@ AUTOTASK_TIMEOUT_SECONDS = 5.0
 AUTOTASK_CONNECT_TIMEOUT_SECONDS = 2.0
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405
 # Static files straight from the app folders (no collectstatic in tests).
+# pytest-django uses locmem anyway; said here so a worker subprocess never reaches SMTP.
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True

@@ -26,7 +26,6 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from .errors import (
     AutotaskAuthError,
@@ -52,6 +51,7 @@ from .records import (
     record_type_for,
 )
 from .retry import RetryPolicy
+from .sessions import SessionPool, default_session_pool
 from .stats import RequestStats
 from .zones import ZoneCache, default_zone_cache, parse_zone_response
 
@@ -145,6 +145,7 @@ class AutotaskClient:
         limiter: Limiter | None = None,
         stats: RequestStats | None = None,
         session: requests.Session | None = None,
+        session_pool: SessionPool | None = None,
         zone_cache: ZoneCache | None = None,
         retry_policy: RetryPolicy | None = None,
         before_send: Callable[[], None] | None = None,
@@ -187,21 +188,17 @@ class AutotaskClient:
         self._zone_cache = zone_cache if zone_cache is not None else default_zone_cache
         self._zone: ZoneInfo | None = None
         self._zone_lock = threading.Lock()
-        self._owns_session = session is None
-        if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
+        # Without a session of the caller's, requests go out on the process's pooled sessions
+        # (sessions.py: one checked out per request, kept alive per zone across clients).
         self.session = session
+        self.session_pool = session_pool if session_pool is not None else default_session_pool
         self.before_send = before_send
 
     def __repr__(self) -> str:  # never the secret
         return f"<AutotaskClient user={self.username!r}>"
 
     def close(self) -> None:
-        if self._owns_session:
-            self.session.close()
+        """Nothing to release: a caller's session is the caller's, pooled ones stay pooled."""
 
     def __enter__(self) -> AutotaskClient:
         return self
@@ -265,6 +262,11 @@ class AutotaskClient:
             )
         return headers
 
+    def _session(self, url: str) -> contextlib.AbstractContextManager[requests.Session]:
+        if self.session is not None:
+            return contextlib.nullcontext(self.session)
+        return self.session_pool.session(url)
+
     def _on_retry(self, error: AutotaskError, delay: float) -> None:
         self.stats.record_retry()
 
@@ -307,15 +309,16 @@ class AutotaskClient:
                     self.before_send()
                 started = time.perf_counter()
                 try:
-                    response = self.session.request(
-                        method,
-                        url,
-                        data=payload,
-                        headers=self._headers(auth),
-                        timeout=self.timeout,
-                        allow_redirects=False,
-                    )
-                    content = response.content
+                    with self._session(url) as session:
+                        response = session.request(
+                            method,
+                            url,
+                            data=payload,
+                            headers=self._headers(auth),
+                            timeout=self.timeout,
+                            allow_redirects=False,
+                        )
+                        content = response.content
                 except requests.Timeout as exc:
                     raise self._network_error(
                         method, path, entity, started, "timeout", "timed out"

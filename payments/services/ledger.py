@@ -16,8 +16,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
-from django.db.models import OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Max, Sum
 from django.utils import timezone
 
 from config.api import DomainError
@@ -63,30 +62,34 @@ def _partner_date(partner, when: datetime):
     return timezone.localtime(when, tz).date()
 
 
-def _invoice_recompute(invoice_id: int, *, partner) -> Invoice:
+def _invoice_recompute(invoice_id: int, *, partner, invoice: Invoice | None = None) -> Invoice:
     """paid_here = the sum of succeeded payments, under the invoice's row lock (already held
-    by the caller), then the write-back outbox follows the invoice's new state."""
-    # Two statements (an UPDATE with the sum as a subquery, a SELECT with the latest payment
-    # date as one): this runs for every payment, webhook or manual.
-    succeeded = Payment.objects.for_partner(partner).filter(
-        invoice_id=OuterRef("pk"), status=PaymentStatus.SUCCEEDED
+    by the caller), then the write-back outbox follows the invoice's new state.
+
+    `invoice` is the caller's locked instance, when it has one: it is updated in place instead
+    of being read again. Two statements per payment (one aggregate: the sum and the latest
+    payment time; one UPDATE), as this runs for every payment, webhook or manual."""
+    totals = (
+        Payment.objects.for_partner(partner)
+        .filter(invoice_id=invoice_id, status=PaymentStatus.SUCCEEDED)
+        .aggregate(total=Sum("amount"), last=Max("received_at"))
     )
-    paid_here = Invoice._meta.get_field("paid_here")
-    total = succeeded.values("invoice_id").annotate(s=Sum("amount")).values("s")
+    paid_here = totals["total"] if totals["total"] is not None else Decimal("0.00")
+    now = timezone.now()
     Invoice.objects.for_partner(partner).filter(pk=invoice_id).update(
-        paid_here=Coalesce(Subquery(total, output_field=paid_here), Value(Decimal("0.00"))),
-        updated_at=timezone.now(),
+        paid_here=paid_here, updated_at=now
     )
-    invoice = (
-        Invoice.objects.for_partner(partner)
-        .annotate(
-            last_paid_at=Subquery(succeeded.order_by("-received_at").values("received_at")[:1])
-        )
-        .get(pk=invoice_id)
-    )
+    if invoice is None:
+        invoice = Invoice.objects.for_partner(partner).get(pk=invoice_id)
+    else:
+        invoice.paid_here, invoice.updated_at = paid_here, now
+        # `outstanding` and `status` are generated columns: dropped from the instance, so a
+        # caller that reads them loads PostgreSQL's new value (never a stale one).
+        for name in ("outstanding", "status"):
+            invoice.__dict__.pop(name, None)
     if invoice.voided:
         return invoice  # a voided invoice's paidDate is never written (reconcile.py, rule 5)
-    last = invoice.last_paid_at
+    last = totals["last"]
     paid_on = _partner_date(partner, last) if last else timezone.localdate()
     outbox_update(invoice=invoice, paid_on=paid_on)
     return invoice
@@ -149,7 +152,7 @@ def payment_record(
             note=note[:255],
             created_by=actor,
         )
-        _invoice_recompute(invoice.pk, partner=partner)
+        _invoice_recompute(invoice.pk, partner=partner, invoice=invoice)
     return payment
 
 
@@ -164,6 +167,7 @@ def payment_delete(*, partner, payment_id: int, actor=None) -> Payment:
             raise DomainError("No such payment.", code="not_found", status_code=404)
         if payment.status == PaymentStatus.DELETED:
             return payment
+        invoice = None
         if payment.invoice_id is not None:
             invoice = _lock_invoice(payment.invoice_id, partner=partner)
             if invoice.archived_at is not None:
@@ -176,7 +180,7 @@ def payment_delete(*, partner, payment_id: int, actor=None) -> Payment:
         payment.deleted_at = timezone.now()
         payment.save(update_fields=["status", "deleted_at", "updated_at"])
         if payment.invoice_id is not None:
-            _invoice_recompute(payment.invoice_id, partner=partner)
+            _invoice_recompute(payment.invoice_id, partner=partner, invoice=invoice)
     log.info("payment %s deleted by user %s", payment.pk, getattr(actor, "pk", None))
     return payment
 
@@ -240,8 +244,8 @@ def payments_move(
             Payment.objects.for_partner(partner).filter(pk__in=[p.pk for p in payments]).update(
                 invoice=target, updated_at=timezone.now()
             )
-            _invoice_recompute(source.pk, partner=partner)
-            _invoice_recompute(target.pk, partner=partner)
+            _invoice_recompute(source.pk, partner=partner, invoice=source)
+            _invoice_recompute(target.pk, partner=partner, invoice=target)
         ReconciliationDrift.objects.for_partner(partner).filter(
             invoice_id=source.pk,
             reason=ReconciliationDrift.Reason.VOIDED_AFTER_PAYMENT,

@@ -19,7 +19,7 @@ from django.utils import timezone
 from invoices.models import Invoice
 
 from .. import webhooks
-from ..events import EventInvalid, PaymentEvent, parse_event
+from ..events import EventInvalid, PaymentEvent, event_type_of, parse_event
 from ..models import STATUS_RANK, Payment, PaymentSettings, PaymentStatus, WebhookEvent
 from .ledger import _invoice_recompute, _lock_invoice, _unpayable_reason
 from .payment_settings import verification_keys
@@ -27,6 +27,13 @@ from .payment_settings import verification_keys
 log = logging.getLogger(__name__)
 
 Reason = WebhookEvent.Reason
+
+# Processing errors (a bug, a database error) before an event is failed: parked for ops with
+# its error, never re-queued by the stale-event pass, retried only by an admin action.
+MAX_PROCESSING_FAILURES = 5
+# Events one task drains after its own (payments/tasks.py): bounded, so a task stays well under
+# the time limit and a partner's storm does not hold a worker from the other partners.
+BATCH_SIZE = 100
 
 
 # --- webhook receipt --------------------------------------------------------------------------
@@ -88,15 +95,24 @@ def webhook_event_receive(*, endpoint_id: str, headers, body: bytes) -> Receipt:
         problem = None
     except EventInvalid as exc:
         event, problem = None, exc
+    # A type we do not handle is acknowledged (2xx) and kept as "ignored": Standard Webhooks
+    # senders retry non-2xx for days and may disable the endpoint when a type is added.
+    ignored = problem is not None and problem.reason == Reason.UNKNOWN_TYPE
+    if problem is None:
+        status = WebhookEvent.Status.RECEIVED
+    else:
+        status = WebhookEvent.Status.IGNORED if ignored else WebhookEvent.Status.INVALID
     row = WebhookEvent(
         partner_id=settings_obj.partner_id,
         settings=settings_obj,
         event_id=verified.event_id,
-        event_type=event.type if event else "",
+        event_type=event.type if event else event_type_of(body),
         processor_payment_id=event.payment_id if event else "",
-        body=body.decode("utf-8", errors="replace"),
+        # Kept for ops as text: PostgreSQL text cannot hold NUL, so a raw NUL byte (only in a
+        # malformed body: valid JSON has none) is stored as U+FFFD like any invalid UTF-8.
+        body=body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
         signed_at=datetime.fromtimestamp(verified.timestamp, tz=UTC),
-        status=WebhookEvent.Status.INVALID if problem else WebhookEvent.Status.RECEIVED,
+        status=status,
         reason=problem.reason if problem else "",
         detail=problem.detail[:500] if problem else "",
     )
@@ -113,6 +129,8 @@ def webhook_event_receive(*, endpoint_id: str, headers, body: bytes) -> Receipt:
         transaction.on_commit(
             lambda: process_webhook_event.delay(settings_obj.partner_id, row.pk), robust=True
         )
+    if ignored:
+        return Receipt(200, {"received": True, "ignored": True, "duplicate": duplicate})
     if problem:
         return Receipt(400, {"detail": problem.detail, "code": problem.reason})
     if duplicate:
@@ -236,7 +254,7 @@ def _apply_processor_event(partner, settings_obj, event: PaymentEvent, signed_at
             status=PaymentStatus.SUCCEEDED,
             received_at=occurred,
         )
-        _invoice_recompute(invoice.pk, partner=partner)
+        _invoice_recompute(invoice.pk, partner=partner, invoice=invoice)
         return Outcome(WebhookEvent.Status.PROCESSED, payment=payment)
 
     new_key = (STATUS_RANK[event.status], event.version)
@@ -264,7 +282,7 @@ def _apply_processor_event(partner, settings_obj, event: PaymentEvent, signed_at
         payment.amount, payment.method = event.amount, event.method
         payment.received_at = occurred
     _set_payment_state(payment, event.status, event.version, occurred)
-    _invoice_recompute(invoice.pk, partner=partner)
+    _invoice_recompute(invoice.pk, partner=partner, invoice=invoice)
     return Outcome(WebhookEvent.Status.PROCESSED, payment=payment)
 
 
@@ -280,7 +298,73 @@ def _set_payment_state(payment: Payment, status: str, version: int, when) -> Non
 
 def webhook_event_process(*, partner, event_id: int) -> WebhookEvent | None:
     """Apply one stored event (received, or parked and being re-matched). Safe to run twice
-    and concurrently: the event row is locked, and a processed event is left alone."""
+    and concurrently: the event row is locked, and a processed event is left alone.
+
+    An exception is counted on the event (in its own transaction, the failed one rolled back)
+    and raised again; the MAX_PROCESSING_FAILURES-th fails the event for ops (status "failed",
+    reason "processing_error", the error kept), so no event is processed more than that."""
+    try:
+        return _process(partner=partner, event_id=event_id)
+    except Exception as exc:
+        _record_failure(partner=partner, event_id=event_id, exc=exc)
+        raise
+
+
+def _record_failure(*, partner, event_id: int, exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd")[:1000]
+    with transaction.atomic():
+        event = (
+            WebhookEvent.objects.for_partner(partner)
+            .select_for_update(of=("self",))
+            .filter(pk=event_id)
+            .first()
+        )
+        if event is None or event.status not in (
+            WebhookEvent.Status.RECEIVED,
+            WebhookEvent.Status.PARKED,
+        ):
+            return
+        event.failures += 1
+        event.attempts += 1
+        event.last_error = error
+        if event.failures >= MAX_PROCESSING_FAILURES:
+            event.status = WebhookEvent.Status.FAILED
+            event.reason = Reason.PROCESSING_ERROR
+            event.detail = f"failed {event.failures} times; last: {error}"[:500]
+            log.error("webhook event %s failed %s times: parked for ops", event.pk, event.failures)
+        event.save(
+            update_fields=["failures", "attempts", "last_error", "status", "reason", "detail"]
+        )
+
+
+def webhook_event_status(*, partner, event_id: int) -> str | None:
+    """The event's status, read without a lock or a transaction: the cheap first look of a
+    message whose event a batch may have processed already."""
+    return (
+        WebhookEvent.objects.for_partner(partner)
+        .filter(pk=event_id)
+        .values_list("status", flat=True)
+        .first()
+    )
+
+
+def webhook_event_failed(*, partner, event_id: int) -> bool:
+    return (
+        WebhookEvent.objects.for_partner(partner)
+        .filter(pk=event_id, status=WebhookEvent.Status.FAILED)
+        .exists()
+    )
+
+
+def webhook_event_retry(*, partner, event_id: int) -> WebhookEvent | None:
+    """Ops (admin action): a failed event gets a fresh budget of attempts and is processed now."""
+    WebhookEvent.objects.for_partner(partner).filter(
+        pk=event_id, status=WebhookEvent.Status.FAILED
+    ).update(status=WebhookEvent.Status.RECEIVED, reason="", failures=0)
+    return webhook_event_process(partner=partner, event_id=event_id)
+
+
+def _process(*, partner, event_id: int) -> WebhookEvent | None:
     with transaction.atomic():
         # FOR UPDATE OF the event row only: a plain FOR UPDATE also locked the joined
         # PaymentSettings row, and every webhook acknowledgement (its INSERT checks the
@@ -297,28 +381,98 @@ def webhook_event_process(*, partner, event_id: int) -> WebhookEvent | None:
             WebhookEvent.Status.PARKED,
         ):
             return event
-        event.attempts += 1
-        try:
-            parsed = parse_event(event.body.encode())
-        except EventInvalid as exc:  # cannot happen for stored RECEIVED rows; be safe
-            event.status, event.reason, event.detail = (
-                WebhookEvent.Status.INVALID,
-                exc.reason,
-                exc.detail[:500],
-            )
-            event.save(update_fields=["status", "reason", "detail", "attempts"])
-            return event
-        _advisory_lock(partner.id, parsed.payment_id)
-        outcome = _apply_processor_event(partner, event.settings, parsed, event.signed_at)
-        event.status, event.reason, event.detail = outcome.status, outcome.reason, outcome.detail
-        event.payment = outcome.payment
-        event.processed_at = timezone.now()
-        event.save(
-            update_fields=["status", "reason", "detail", "payment", "processed_at", "attempts"]
-        )
+        _apply_locked(partner, event, event.settings)
     if event.status == WebhookEvent.Status.PARKED:
         log.info("webhook event %s parked: %s", event.pk, event.reason)
     return event
+
+
+def _apply_locked(partner, event: WebhookEvent, settings_obj: PaymentSettings) -> None:
+    """Apply `event` (locked by the caller, received or parked) and record the outcome on it,
+    in the caller's transaction."""
+    event.attempts += 1
+    try:
+        parsed = parse_event(event.body.encode())
+    except EventInvalid as exc:  # cannot happen for stored RECEIVED rows; be safe
+        event.status, event.reason, event.detail = (
+            WebhookEvent.Status.INVALID,
+            exc.reason,
+            exc.detail[:500],
+        )
+        event.save(update_fields=["status", "reason", "detail", "attempts"])
+        return
+    _advisory_lock(partner.id, parsed.payment_id)
+    outcome = _apply_processor_event(partner, settings_obj, parsed, event.signed_at)
+    event.status, event.reason, event.detail = outcome.status, outcome.reason, outcome.detail
+    event.payment = outcome.payment
+    event.processed_at = timezone.now()
+    event.failures = 0
+    event.save(
+        update_fields=[
+            "status",
+            "reason",
+            "detail",
+            "payment",
+            "processed_at",
+            "attempts",
+            "failures",
+        ]
+    )
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    processed: int = 0  # events applied (processed, parked or invalid)
+    failed: list[int] | None = None  # events whose processing raised (counted on the event)
+
+
+def webhook_events_drain(*, partner, limit: int = BATCH_SIZE) -> Batch:
+    """Process up to `limit` of the partner's received events, oldest first, one transaction
+    per event: each is claimed with `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent drains
+    (and the per-event path above, which waits on the row lock and then finds the event no
+    longer received) never apply an event twice, and none waits for another's event. An event
+    that raises is counted on the event (`_record_failure`, the same bound as one at a time),
+    left out for the rest of this drain and returned in `failed` for the caller to retry later:
+    it never blocks the others. Order between events of one payment does not matter (see
+    `_apply_processor_event`); they are serialised by the advisory lock."""
+    batch = Batch(failed=[])
+    settings_obj = None  # one endpoint per partner: read once per drain
+    for _ in range(limit):
+        claimed: list[int] = []
+        try:
+            with transaction.atomic():
+                event = (
+                    WebhookEvent.objects.for_partner(partner)
+                    .select_for_update(of=("self",), skip_locked=True)
+                    .filter(status=WebhookEvent.Status.RECEIVED)
+                    .exclude(pk__in=batch.failed)
+                    .order_by("received_at", "id")
+                    .first()
+                )
+                if event is None:
+                    break
+                claimed.append(event.pk)
+                if settings_obj is None or settings_obj.pk != event.settings_id:
+                    settings_obj = (
+                        PaymentSettings.objects.for_partner(partner)
+                        .filter(pk=event.settings_id)
+                        .first()
+                    )
+                _apply_locked(partner, event, settings_obj)
+        except Exception as exc:
+            if not claimed:
+                raise
+            _record_failure(partner=partner, event_id=claimed[0], exc=exc)
+            log.exception("webhook event %s: processing failed in a batch", claimed[0])
+            batch.failed.append(claimed[0])
+            continue
+        batch.processed += 1
+        if event.status == WebhookEvent.Status.PARKED:
+            log.info("webhook event %s parked: %s", event.pk, event.reason)
+    return batch
 
 
 def webhook_events_rematch(*, partner, limit: int = 1000) -> int:
@@ -341,7 +495,8 @@ def webhook_events_rematch(*, partner, limit: int = 1000) -> int:
 
 def webhook_events_requeue_stale(*, older_than: timedelta = timedelta(minutes=2)) -> int:
     """Events still "received" well after arrival lost their task (broker flush, crash):
-    enqueue them again. Processing is idempotent, so an extra delivery costs nothing."""
+    enqueue them again. Processing is idempotent, so an extra delivery costs nothing. Failed
+    events (MAX_PROCESSING_FAILURES reached) are not "received": never re-queued here."""
     from ..tasks import process_webhook_event  # here: payments.tasks imports this module
 
     rows = list(

@@ -38,22 +38,34 @@
   (reconcile.py) is the backstop. Retrying would send another PATCH (or hold the row) for a
   check, and throttling must never keep or fail a row that Autotask already accepted.
 - Never written: invoices created here (R7) and invoices paid in Autotask itself.
+- Batches (issue 19): the rows a webhook batch makes due are collected (`sends_deferred`) and
+  sent by one task (`writeback_send_batch`), each through `writeback_send` with its own
+  claim, fence, attempt row and Retry-After. Only the batch's own rows (each had no message
+  of its own), not every due row of the partner: a row with a message pending (a manual
+  payment, a retry countdown, the sweep) is left to it, so two relays rarely race for one.
+  HTTP sessions are pooled per Autotask zone by the client (integrations/autotask/
+  sessions.py), so a batch's PATCHes reuse kept-alive connections.
 
-The tasks that run the relay and the sweep (`payments.writeback.send`, `payments.writeback.sweep`)
+The tasks that run the relay and the sweep (`payments.writeback.send`, `send_batch`, `sweep`)
 are in payments/tasks.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import time
 import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.conf import settings
+from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F, Q
 from django.utils import timezone
 
 from config.encryption import SecretUnavailable
@@ -82,6 +94,7 @@ MAX_READBACK_MISMATCHES = 3  # per version: then settled as Autotask shows it, d
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 600.0
 SWEEP_BATCH = 500
+SEND_BATCH_SECONDS = 60.0  # a batch task starts no new row after this long (writeback_send_batch)
 
 
 def max_countdown() -> float:
@@ -113,6 +126,16 @@ def outbox_update(*, invoice: Invoice, paid_on: date) -> WritebackOutbox | None:
     fresh amounts). Called in the transaction that changed its payments."""
     if invoice.source != Source.AUTOTASK or invoice.autotask_id is None:
         return None  # created here: never sent to Autotask (R7)
+    due = invoice.total - invoice.credits
+    fully_paid = invoice.paid_here > 0 and invoice.paid_here >= due
+    if fully_paid and invoice.paid_in_autotask_on is None:
+        # The common case, an invoice paid here for the first time: one INSERT … ON CONFLICT
+        # DO NOTHING instead of a SELECT then an INSERT. A row already there (the unique
+        # invoice key) is locked and updated below.
+        outbox = _insert_outbox(invoice, desired=paid_on, now=timezone.now())
+        if outbox is not None:
+            enqueue_send(outbox)
+            return outbox
     outbox = (
         WritebackOutbox.objects.for_partner(invoice.partner_id)
         .select_for_update()
@@ -124,8 +147,6 @@ def outbox_update(*, invoice: Invoice, paid_on: date) -> WritebackOutbox | None:
         ours and invoice.paid_in_autotask_on == outbox.autotask_paid_date
     ):
         return None  # paid in Autotask itself: that paidDate is Autotask's, never ours to touch
-    due = invoice.total - invoice.credits
-    fully_paid = invoice.paid_here > 0 and invoice.paid_here >= due
     desired = paid_on if fully_paid else None
     now = timezone.now()
     if outbox is None:
@@ -165,10 +186,100 @@ def outbox_update(*, invoice: Invoice, paid_on: date) -> WritebackOutbox | None:
     return outbox
 
 
+def _insert_outbox(invoice: Invoice, *, desired: date, now) -> WritebackOutbox | None:
+    """INSERT the invoice's first outbox row unless it has one. The row, or None when one
+    exists (nothing written)."""
+    row = WritebackOutbox(
+        partner_id=invoice.partner_id,
+        invoice=invoice,
+        desired_paid_date=desired,
+        version=1,
+        state=State.PENDING,
+        next_attempt_at=now,
+    )
+    meta = WritebackOutbox._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), db_connection) for f in fields]
+    # Table and column names come from the model's metadata; values are parameters.
+    quote = db_connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608 # nosec B608
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({quote(meta.get_field('invoice').column)}) DO NOTHING RETURNING id"
+    )
+    with db_connection.cursor() as cur:
+        cur.execute(sql, values)
+        found = cur.fetchone()
+    if found is None:
+        return None
+    row.pk = found[0]
+    row._state.adding = False
+    return row
+
+
+class _Batch:
+    """The write-backs a webhook batch made due (`sends_deferred`)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int]] = []
+        self.closed = False
+
+    def add(self, partner_id: int, outbox_id: int) -> None:
+        if self.closed:  # committed after the batch ended (a caller's outer transaction)
+            _publish_send(partner_id, [outbox_id])
+        else:
+            self.rows.append((partner_id, outbox_id))
+
+    def flush(self) -> None:
+        self.closed = True
+        by_partner: dict[int, list[int]] = {}
+        for partner_id, outbox_id in self.rows:
+            ids = by_partner.setdefault(partner_id, [])
+            if outbox_id not in ids:
+                ids.append(outbox_id)
+        for partner_id, ids in by_partner.items():
+            _publish_send(partner_id, ids)
+
+
+_deferred: ContextVar[_Batch | None] = ContextVar("writeback_deferred", default=None)
+
+
+@contextlib.contextmanager
+def sends_deferred() -> Iterator[_Batch]:
+    """Within the block, `enqueue_send` without a countdown collects (partner id, outbox id)
+    once the transaction commits instead of publishing a task each; on leaving the block one
+    task per partner is published for them (`send_batch`: `writeback_send_batch`). A row
+    whose publish failed is still pending and due in PostgreSQL: the sweep sends it."""
+    batch = _Batch()
+    token = _deferred.set(batch)
+    try:
+        yield batch
+    finally:
+        _deferred.reset(token)
+        batch.flush()
+
+
+def _publish_send(partner_id: int, outbox_ids: list[int]) -> None:
+    """One task for the rows: `send` for one (as outside a batch), `send_batch` for more."""
+    from ..tasks import send, send_batch  # here: payments.tasks imports this module
+
+    try:
+        if len(outbox_ids) == 1:
+            send.delay(partner_id, outbox_ids[0])
+        else:
+            send_batch.delay(partner_id, outbox_ids)
+    except Exception:  # the broker is down: the rows are due in PostgreSQL, the sweep sends them
+        log.exception("write-back task for partner %s not enqueued; the sweep sends it", partner_id)
+
+
 def enqueue_send(outbox: WritebackOutbox, countdown: float | None = None) -> None:
     from ..tasks import send  # here: payments.tasks imports this module
 
     partner_id, outbox_id = outbox.partner_id, outbox.pk
+    deferred = _deferred.get()
+    if deferred is not None and countdown is None:
+        transaction.on_commit(lambda: deferred.add(partner_id, outbox_id))
+        return
     transaction.on_commit(
         lambda: send.apply_async((partner_id, outbox_id), countdown=countdown), robust=True
     )
@@ -239,8 +350,9 @@ def _release(outbox_id: int, token: uuid.UUID, **fields) -> bool:
     )
 
 
-def writeback_send(*, partner, outbox_id: int, client_factory=None) -> SendResult:
-    """Send one invoice's current desired paidDate (see module docstring)."""
+def writeback_send(*, partner, outbox_id: int, client_factory=None, connection=None) -> SendResult:
+    """Send one invoice's current desired paidDate (see module docstring). `connection` is the
+    partner's AutotaskConnection when the caller read it already (a batch)."""
     token = uuid.uuid4()
     if not _claim(partner, outbox_id, token):
         row = (
@@ -266,7 +378,8 @@ def writeback_send(*, partner, outbox_id: int, client_factory=None) -> SendResul
         _release(outbox_id, token, state=State.CANCELLED, last_error="created here (R7)")
         return SendResult("failed")
 
-    connection = connection_for(partner=partner)
+    if connection is None:
+        connection = connection_for(partner=partner)
     if connection is None or not connection.is_active:
         _release(
             outbox_id,
@@ -339,6 +452,32 @@ def writeback_send(*, partner, outbox_id: int, client_factory=None) -> SendResul
     if again:
         enqueue_send(outbox)
     return SendResult("sent", again=again)
+
+
+def writeback_send_batch(
+    *, partner, outbox_ids: list[int], client_factory=None
+) -> tuple[list[tuple[int, SendResult]], list[int]]:
+    """Send the rows of one webhook batch in turn, each through `writeback_send` unchanged:
+    its own claim, fence, attempt row and Retry-After (a row another relay holds answers
+    "not_claimed", a row waiting out a Retry-After "not_due"). The partner's connection is read
+    once. No new row after SEND_BATCH_SECONDS (capped at max_countdown(): a task stays under
+    the broker's visibility timeout). Returns (outbox id, result) per row sent and the ids
+    left for another task."""
+    started = time.monotonic()
+    budget = min(SEND_BATCH_SECONDS, max_countdown())
+    connection = connection_for(partner=partner)  # once per batch, not per row
+    results: list[tuple[int, SendResult]] = []
+    for index, outbox_id in enumerate(outbox_ids):
+        if results and time.monotonic() - started >= budget:
+            return results, list(outbox_ids[index:])
+        result = writeback_send(
+            partner=partner,
+            outbox_id=outbox_id,
+            client_factory=client_factory,
+            connection=connection,
+        )
+        results.append((outbox_id, result))
+    return results, []
 
 
 @dataclass(frozen=True)
@@ -484,11 +623,19 @@ def _finish_sent(partner, outbox_id, token, version, desired, *, sent: bool) -> 
         last_error_kind="",
         last_error="",
         next_attempt_at=now,
-        state=Case(When(version=version, then=Value(State.DONE)), default=Value(State.PENDING)),
     )
     if sent:
         fields.update(ever_sent=True, sent_at=now)
-    _release(outbox_id, token, **fields)
+    # The common case in one statement: the version we sent is still the desired one.
+    done = (
+        WritebackOutbox.objects.filter(pk=outbox_id, claim_token=token, version=version).update(
+            claim_token=None, claimed_at=None, **fields, state=State.DONE
+        )
+        == 1
+    )
+    if done:
+        return False
+    _release(outbox_id, token, **fields, state=State.PENDING)
     return (
         WritebackOutbox.objects.for_partner(partner)
         .filter(pk=outbox_id, state=State.PENDING)

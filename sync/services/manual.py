@@ -32,6 +32,7 @@ from ..selectors import (
     action_for,
     manual_sync_availability,
     manual_sync_unavailable_reason,
+    restored_at,
 )
 from ..wording import MESSAGES
 from .leases import sync_state_for
@@ -48,17 +49,22 @@ class CooldownActive(DomainError):
     code = "cooldown"
 
 
-def _holder_failed_on_our_side(partner: Partner, action: ManualAction) -> Exists:
-    """SQL: the manual run that set this partner's cooldown failed on our side."""
+def _holder_gives_back(partner: Partner, action: ManualAction) -> Exists:
+    """SQL: the manual run that set this partner's cooldown failed on our side, or failed
+    before the partner fixed the connection (sync/selectors.py `holds_no_cooldown`)."""
     claimed_at = ExpressionWrapper(
         OuterRef(action.state_field) - action.cooldown, output_field=DateTimeField()
     )
+    gives_back = Q(error_kind__in=OUR_SIDE_ERRORS)
+    fixed_at = restored_at(partner)
+    if fixed_at is not None:
+        gives_back |= Q(created_at__lt=fixed_at)
     return Exists(
         SyncRun.objects.for_partner(partner).filter(
+            gives_back,
             kind=action.kind,
             trigger=SyncRun.Trigger.MANUAL,
             status=SyncRun.Status.FAILED,
-            error_kind__in=OUR_SIDE_ERRORS,
             created_at=claimed_at,
         )
     )
@@ -101,7 +107,7 @@ def manual_sync_start(*, partner: Partner, kind: str, user=None) -> SyncRun:
         claimable = (
             Q(**{f"{action.state_field}__isnull": True})
             | Q(**{f"{action.state_field}__lte": now})
-            | Q(_holder_failed_on_our_side(partner, action))
+            | Q(_holder_gives_back(partner, action))
         )
         claimed = (
             SyncState.objects.filter(partner=partner)

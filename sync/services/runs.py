@@ -26,6 +26,7 @@ from integrations.autotask.errors import (
     AutotaskRequestError,
     AutotaskResponseError,
 )
+from integrations.models import AutotaskConnection
 from integrations.selectors import connection_for
 
 from .. import hooks
@@ -205,6 +206,7 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
         with transaction.atomic():
             if _finish(run.id, token, status=status, **engine.finish_fields()):
                 _advance_cursors(partner, run, engine)
+                _clear_last_error(partner, connection)
                 if run.kind in (SyncRun.Kind.INITIAL, SyncRun.Kind.NEW_DATA) and (
                     engine.counts["created"] or engine.counts["updated"]
                 ):
@@ -220,6 +222,24 @@ def execute_run(*, partner, run_id: int, clock=timezone.now) -> SyncRun:
             heartbeat.stop()
         if _release_partner(partner, token):
             _wake_next_waiting(partner, after_run_id=run.id)
+
+
+def _clear_last_error(partner, connection) -> None:
+    """A run that reached Autotask and finished shows the connection works: the Integrations
+    page stops showing an older "Last error" (the run's own skips are on the run), and a
+    connection that needed attention is connected again (as when the partner fixes it: its
+    banner goes, schedules pick it up, earlier failed manual runs give their cooldown back)."""
+    scoped = AutotaskConnection.objects.for_partner(partner).filter(pk=connection.pk)
+    now = timezone.now()
+    scoped.filter(status=AutotaskConnection.Status.NEEDS_ATTENTION).update(
+        status=AutotaskConnection.Status.CONNECTED,
+        attention_since=None,
+        restored_at=now,
+        updated_at=now,
+    )
+    scoped.exclude(last_error_kind="", last_error_message="", last_error_at=None).update(
+        last_error_kind="", last_error_message="", last_error_at=None
+    )
 
 
 def _wake_next_waiting(partner, *, after_run_id: int) -> None:

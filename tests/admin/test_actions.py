@@ -197,7 +197,8 @@ def test_reprocess_applies_a_parked_event_once_its_invoice_exists(
     ]
     # A processed event is left alone.
     assert run_action(ops, WebhookEvent, "reprocess", [parked_event]) == [
-        "0 event(s) processed again. 1 skipped (only parked or received events are processed)."
+        "0 event(s) processed again. 1 skipped "
+        "(only parked, received or failed events are processed)."
     ]
     assert Payment.objects.count() == 1
 

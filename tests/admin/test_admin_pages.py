@@ -6,15 +6,16 @@ and a form edit have written admin log entries."""
 from decimal import Decimal
 
 import pytest
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, SolarSchedule
-from rest_framework.authtoken.models import Token
 
 from integrations.models import AutotaskConnection
+from partners.tokens import api_token_create
 from payments.models import Payment, PaymentMove, ReconciliationDrift
 from sync.models import ChangeLogEntry
 
@@ -33,6 +34,16 @@ def every_model_has_an_object(
     connected, parked_writeback, parked_event, failed_run, support_user, superuser, user_a
 ):
     ClockedSchedule.objects.create(clocked_time=timezone.now())
+    AccessAttempt.objects.create(
+        username="someone",
+        ip_address="203.0.113.9",
+        user_agent="curl",
+        path_info="/accounts/login/",
+        failures_since_start=20,
+        get_data="",
+        post_data="username=someone\npassword=********************",
+    )
+    api_token_create(user=user_a, name="Sample token")
     CrontabSchedule.objects.get_or_create(minute="0", hour="3")
     SolarSchedule.objects.create(event="sunrise", latitude="48.1", longitude="11.5")
     if not ChangeLogEntry.objects.exists():
@@ -84,7 +95,7 @@ def secrets_of(conn, autotask_sandbox, endpoint, token):
         conn.username.stored,
         webhook_secret,
         settings_obj.secret.stored,
-        token.key,
+        token,  # the API token's value
         *settings.FIELD_ENCRYPTION_KEYS,
     ]
 
@@ -105,7 +116,7 @@ def write_log_entries(client, superuser, support_user, conn):
 def test_no_admin_page_shows_credentials(
     request, client, who, every_model_has_an_object, connected, autotask_sandbox, endpoint, user_a
 ):
-    token = Token.objects.create(user=user_a)
+    _, token = api_token_create(user=user_a, name="Leak check")
     conn = AutotaskConnection.objects.get(pk=connected.pk)
     write_log_entries(
         client, request.getfixturevalue("superuser"), request.getfixturevalue("support_user"), conn
@@ -145,11 +156,17 @@ def test_connection_form_has_no_credential_field(client, superuser, connected):
     assert "••••" + connected.username_last4 in html
 
 
-def test_api_tokens_are_not_in_the_admin(client, superuser, user_a):
-    token = Token.objects.create(user=user_a)
+def test_api_tokens_are_in_the_admin_without_their_value_or_digest(client, superuser, user_a):
+    row, token = api_token_create(user=user_a, name="Nightly export")
     client.force_login(superuser)
     assert all(m._meta.app_label != "authtoken" for m in admin.site._registry)
-    assert token.key not in client.get(reverse("admin:index")).content.decode()
+    for url in (
+        reverse("admin:index"),
+        reverse("admin:partners_apitoken_changelist"),
+        reverse("admin:partners_apitoken_change", args=[row.pk]),
+    ):
+        html = client.get(url).content.decode()
+        assert token not in html and row.digest not in html, url
 
 
 def test_payment_settings_admin_lists_no_secret_field(client, superuser, endpoint):

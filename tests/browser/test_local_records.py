@@ -46,4 +46,4 @@ def test_create_a_customer_then_an_invoice_for_it_from_its_row(page, login, user
 
     page.goto("/invoices/")
     listed = page.locator("#invoices tr", has_text="LOCAL-77").inner_text()
-    assert "Zeta Dental" in listed and "49.90 USD" in listed and "created here" in listed
+    assert "Zeta Dental" in listed and "$49.90" in listed and "created here" in listed

@@ -196,7 +196,7 @@ def test_newcomer_walkthrough(newcomer_run, browser):
         button.click()
         page.wait_for_function(
             f"document.getElementById('fetch-{kind}').disabled && "
-            f"document.getElementById('note-{kind}').textContent.includes('available at')"
+            f"document.getElementById('note-{kind}').textContent.startsWith('available ')"
         )
     status = page.request.get("/api/v1/sync/status/").json()
     text = json.dumps(status)

@@ -1,6 +1,6 @@
 """A real Celery worker as a subprocess, for tests that kill it (RELIABILITY.md §6).
 
-`Worker(env).start()` runs `celery -A config worker -Q sync,default -P prefork -c 1
+`Worker(env).start()` runs `celery -A config worker -Q sync,default -P threads -c 8
 --without-gossip --without-mingle --without-heartbeat -l INFO` through this module's `__main__`,
 which only shortens the sync lease (`PAYSYNC_TEST_SYNC_LEASE_SECONDS`, see
 `worker_environment`) before handing over to Celery's own command line: a redelivered run may
@@ -8,6 +8,13 @@ take over from its dead worker only once the dead owner's lease is stale (produc
 after its last heartbeat; sync/services/leases.py). Processes are killed by pid only (the
 worker and the children listed in /proc), never by name. Every wait is bounded. Other queues
 and pool sizes: `Worker(env, log, queues="webhooks,writeback,default", concurrency=2)`.
+
+Pools as in production (README "Architecture", issue 19): a worker of the sync queue (queues
+within sync,default) runs the threads pool (`SYNC_THREADS` threads unless `concurrency` says
+otherwise), any other the prefork pool. With threads the pool is the worker process itself:
+`pool_children()` is [the worker's pid] and losing "the pool child" loses the whole worker.
+Tests of the prefork child's loss (task_reject_on_worker_lost: redelivered at once, the worker
+survives) ask for `pool="prefork"`.
 """
 
 from __future__ import annotations
@@ -37,9 +44,23 @@ WORKER_ARGS = [
 ]
 
 
-def worker_args(queues: str = "sync,default", concurrency: int = 1) -> list[str]:
+SYNC_QUEUES = {"sync", "default"}
+SYNC_THREADS = 8  # production: 50 (docker-compose.yml); 8 keep a test's connections few
+
+
+def default_pool(queues: str) -> str:
+    return "threads" if set(queues.split(",")) <= SYNC_QUEUES else "prefork"
+
+
+def worker_args(
+    queues: str = "sync,default", concurrency: int | None = None, pool: str | None = None
+) -> list[str]:
+    pool = pool or default_pool(queues)
+    if concurrency is None:
+        concurrency = SYNC_THREADS if pool == "threads" else 1
     args = list(WORKER_ARGS)
     args[args.index("-Q") + 1] = queues
+    args[args.index("-P") + 1] = pool
     args[args.index("-c") + 1] = str(concurrency)
     return args
 
@@ -131,12 +152,14 @@ class Worker:
         log_path: Path,
         *,
         queues: str = "sync,default",
-        concurrency: int = 1,
+        concurrency: int | None = None,
+        pool: str | None = None,
     ):
         self.env = env
         self.log_path = log_path
-        self.concurrency = concurrency
-        self.args = worker_args(queues, concurrency)
+        self.args = worker_args(queues, concurrency, pool)
+        self.pool = self.args[self.args.index("-P") + 1]
+        self.concurrency = int(self.args[self.args.index("-c") + 1])
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -171,9 +194,12 @@ class Worker:
         return self.proc.pid
 
     def pool_children(self) -> list[int]:
+        if self.pool == "threads":  # the threads run in the worker process itself
+            return [self.pid] if self.proc is not None and self.proc.poll() is None else []
         return [pid for pid in children(self.pid) if alive(pid)]
 
     def kill_pool_child(self) -> int:
+        assert self.pool == "prefork", "a threads pool has no child: kill() the worker"
         kids = wait_for(self.pool_children, timeout=10, what="a pool child")
         assert len(kids) == self.concurrency, kids
         os.kill(kids[0], signal.SIGKILL)

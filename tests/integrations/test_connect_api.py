@@ -110,7 +110,7 @@ def test_rate_limited(api_a, autotask_sandbox):
         ({"colour": "blue"}, "colour"),
         ({"invoices_from": "yesterday"}, "invoices_from"),
         ({"min_total": "lots"}, "min_total"),
-        ({"company_types": [99]}, "company_types"),
+        ({"company_types": [0]}, "company_types"),  # [99]: refused by the tenant's picklist
         ({"include_company_ids": ["abc"]}, "include_company_ids"),
         ({"active_only": "maybe"}, "active_only"),
     ],

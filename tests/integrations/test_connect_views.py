@@ -18,7 +18,8 @@ def test_integrations_page_shows_status_without_secret(client_a, connected_a, au
     html = client_a.get(reverse("dashboard:integrations")).content.decode()
     assert "Connected" in html
     assert connected_a.masked_username in html
-    assert "No filters: everything is synced." in html
+    assert "No filters: every customer and invoice is synced, except voided invoices." in html
+    assert "Voided invoices left out" not in html
     assert autotask_sandbox.db.secret not in html
     assert autotask_sandbox.db.username not in html
 

@@ -37,9 +37,13 @@ def test_banner_after_48_hours_without_success(client_a, connection_a, partner_a
 
 
 def test_banner_when_connection_needs_attention(client_a, connection_a):
-    connection_a.record_error("bad_secret", "Autotask refused the secret.", needs_attention=True)
+    raw = "Autotask GET /zones/x returned HTTP 401: {'errors': ['refused']}"
+    connection_a.record_error("bad_secret", raw, needs_attention=True)
     html = client_a.get(reverse("dashboard:home")).content.decode()
-    assert "needs attention: Autotask refused the secret." in html
+    # Plain words and the one thing to do; never the raw HTTP text (that is for ops).
+    assert "needs attention: Autotask refused the API user&#x27;s password (Secret)." in html
+    assert "Generate a new secret" in html
+    assert "HTTP 401" not in html and "/zones/x" not in html
 
 
 def test_other_partner_sees_no_banner_of_a(connection_a, user_b, client):

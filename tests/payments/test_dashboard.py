@@ -33,7 +33,7 @@ def test_invoice_page_records_and_deletes_a_payment_and_shows_writeback_state(
     invoice.refresh_from_db()
     assert invoice.status == "paid"
     page = client_a.get(f"/invoices/{invoice.pk}/").content.decode()
-    assert "30.00 USD" in page and "pending" in page
+    assert "$30.00" in page and "update pending" in page
     WritebackOutbox.objects.filter(invoice=invoice).update(
         state="done", autotask_paid_date="2026-02-03", sent_version=1
     )
@@ -75,8 +75,10 @@ def test_archive_and_unarchive_from_the_dashboard(client_a, partner_a, make_invo
 def test_settings_page_creates_an_endpoint_and_shows_the_secret_once(client_a, partner_a):
     page = client_a.get("/payments/settings/").content.decode()
     assert "Create webhook endpoint" in page
-    client_a.post("/payments/settings/", {"action": "create"})
-    page = client_a.get("/payments/settings/").content.decode()
+    # Shown on the answer to the POST itself (never parked in the session).
+    response = client_a.post("/payments/settings/", {"action": "create"})
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    page = response.content.decode()
     s = payment_settings.payment_settings_get(partner=partner_a)
     assert f"/api/v1/payments/webhooks/{s.endpoint_id}/" in page
     secret = page.split('id="new-secret">')[1].split("<")[0]
@@ -88,3 +90,26 @@ def test_settings_page_is_for_managers(client, make_user, partner_a):
     member = make_user(partner_a, role="member")
     client.force_login(member)
     assert client.get("/payments/settings/").status_code == 403
+
+
+def test_home_page_money_and_times_are_formatted(client_a, partner_a, make_invoice):
+    """templates/dashboard/home.html: amounts through the money filter, times through `when`."""
+    from django.utils import timezone
+
+    from sync.models import SyncState
+
+    make_invoice(partner_a, total="2013.62", currency="EUR")
+    invoice = make_invoice(partner_a, total="1500.00")
+    ledger.payment_record(partner=partner_a, invoice_id=invoice.pk, amount=Decimal("1234.50"))
+    last = timezone.now()
+    SyncState.objects.create(partner=partner_a, last_success={"new_data": last.isoformat()})
+    page = client_a.get("/").content.decode()
+    assert "€2,013.62" in page and "$265.50" in page  # outstanding per currency
+    assert "$1,234.50" in page  # this month, and the recent payment
+    assert "2013.62 EUR" not in page and "1234.50 USD" not in page
+    payment = Payment.objects.get(invoice=invoice)
+    received = timezone.localtime(payment.received_at, partner_a.zone)
+    assert f"<td>today {received:%H:%M} {received.tzname()}</td>" in page
+    local = timezone.localtime(last, partner_a.zone)
+    assert f"today {local:%H:%M} {local.tzname()}" in page
+    assert 'style="' not in page.split('id="kpi-overdue"')[1].split("</section>")[0]

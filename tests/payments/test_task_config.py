@@ -28,6 +28,7 @@ PAYMENT_TASKS = {
     "payments.webhooks.process": "webhooks",
     "payments.webhooks.rematch_stale": "webhooks",
     "payments.writeback.send": "writeback",
+    "payments.writeback.send_batch": "writeback",
     "payments.writeback.sweep": "writeback",
     "payments.idempotency.purge": "default",
 }

@@ -152,11 +152,12 @@ def test_valid_signature_malformed_json_is_400_and_kept_raw(setup, partner_a):
     assert counts()["payments"] == 0
 
 
-def test_valid_signature_unknown_event_type_is_400_and_kept_raw(setup, partner_a):
+def test_valid_signature_unknown_event_type_is_acknowledged_and_kept_as_ignored(setup, partner_a):
+    # 2xx: Standard Webhooks senders retry non-2xx for days (issue 18).
     r = setup["a"].send({"type": "payment.exploded", "data": {}}, event_id="msg_unknown")
-    assert r.status_code == 400
+    assert r.status_code == 200 and r.json()["ignored"] is True
     row = WebhookEvent.objects.get(partner=partner_a, event_id="msg_unknown")
-    assert row.reason == "unknown_type"
+    assert (row.status, row.reason) == ("ignored", "unknown_type")
 
 
 def test_new_event_is_202_stored_raw_then_processed_into_a_payment(setup, partner_a):

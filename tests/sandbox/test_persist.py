@@ -131,8 +131,9 @@ def _start(tmp_path, port, *extra):
             requests.get(control, timeout=1)
             return proc, control
         except requests.ConnectionError:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "sandbox did not start"
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()  # never leave a server behind
+                raise AssertionError(f"sandbox did not start: {proc.communicate()[0]}") from None
             time.sleep(0.1)
 
 
@@ -143,10 +144,10 @@ def _stop(proc) -> str:
 
 def test_command_keeps_data_across_restarts_until_reset(tmp_path):
     port = _free_port()
-    proc, control = _start(tmp_path, port)
     # The same seed and sizes generate the same data in-process.
     generated = first_invoice(build({**SPEC, "company_types": None}))
     target = generated["id"]
+    proc, control = _start(tmp_path, port)
     try:
         patched = requests.patch(
             f"{control}/invoices/{target}", json={"paidDate": "2026-02-03"}, timeout=5

@@ -126,7 +126,7 @@ def test_availability_text_is_in_the_partners_time_zone(connected_a, user_a):
     with time_machine.travel(T0, tick=False):  # 09:30 UTC = 04:30 in New York (EST)
         manual_sync_start(partner=connected_a, kind=NEW, user=user_a)
     avail = selectors.manual_sync_availability(partner=connected_a, now=T0 + timedelta(minutes=13))
-    assert avail[NEW].text == "available at 05:30 (in 47 min)"
+    assert avail[NEW].text == "available today at 05:30 EST (in 47 min)"
     assert avail[NEW].local_at.utcoffset() == timedelta(hours=-5)
     assert avail[UNPAID].available and avail[UNPAID].text == ""
     assert wording.format_wait(3600) == "in 60 min"
@@ -366,8 +366,8 @@ def test_preferences_page_shows_disabled_button_with_local_time(client_a, connec
     assert "disabled" in button
     # 10:30 UTC + 1 h, in Berlin (CET, UTC+1) = 11:30
     local = (T0 + timedelta(hours=1)).astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
-    assert f"available at {local:%H:%M} (in 45 min)" in body
-    assert "available at 11:30 (in 45 min)" in body
+    assert f"available today at {local:%H:%M} CET (in 45 min)" in body
+    assert "available today at 11:30 CET (in 45 min)" in body
 
 
 def test_preferences_page_for_other_partners_has_no_actions(client, user_c):

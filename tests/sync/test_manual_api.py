@@ -68,7 +68,9 @@ def test_refused_click_gets_429_with_retry_after_and_available_time(api_a, conne
     assert response.status_code == 429
     assert response["Retry-After"] == "1800"
     assert response.json() == {
-        "detail": "Fetch New Data can run once an hour. It is available at 11:30 (in 30 min).",
+        "detail": (
+            "Fetch New Data can run once an hour. It is available today at 11:30 CET (in 30 min)."
+        ),
         "code": "cooldown",
         "kind": "new_data",
         "available_at": "2026-03-02T11:30:00+01:00",
@@ -146,7 +148,7 @@ def test_status_gives_each_actions_availability_and_the_current_run(api_a, conne
     assert new["available"] is False
     assert new["available_at"] == "2026-03-02T10:30:00Z"
     assert new["wait_seconds"] == 40 * 60
-    assert new["available_text"] == "available at 10:30 (in 40 min)"
+    assert new["available_text"] == "available today at 10:30 UTC (in 40 min)"
     assert new["start_url"] == NEW_URL
     assert new["last_run"]["id"] == run.pk
     assert new["last_run"]["status"] == "queued"

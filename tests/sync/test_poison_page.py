@@ -115,7 +115,9 @@ def worker_env(make_sandbox):
 @pytest.fixture
 def worker(worker_env, tmp_path):
     _, env = worker_env
-    started = Worker(env, tmp_path / "worker.log")
+    # Prefork: each attempt's death is its pool child's, redelivered at once; on the sync
+    # queue's threads pool a lost attempt is the whole worker's (tests/sync/test_worker_kill.py).
+    started = Worker(env, tmp_path / "worker.log", pool="prefork")
     try:
         yield started.start()
     finally:

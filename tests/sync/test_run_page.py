@@ -1,6 +1,6 @@
 """A sync run's page, written for people (issue 17, item 4): records by the number the partner
 knows, as links; plain field names; new records listed; skip reasons; start, end, duration;
-the error in plain words (the raw text only behind "Technical detail")."""
+the error in plain words (the raw text for ops only: the admin and the API's error_message)."""
 
 import re
 from datetime import timedelta
@@ -65,12 +65,12 @@ def test_the_run_page_names_records_and_fields_in_plain_words(client_a, finished
     assert "Started" in times and "ended" in times and "took 12.5 s" in times
     assert "2 \u00d7 customer not synced" in html
     error = re.search(r'id="run-error"[^>]*>(.*?)</p>', html, re.S).group(1)
-    assert error.startswith("Autotask rejected a request of this sync")
-    assert "HTTP 500" not in error and "Technical detail" in html
+    assert error.startswith("Autotask refused one of our requests")
+    assert "HTTP 500" not in html and f"quote run #{finished_run[0].pk}" in html
 
 
 def test_the_run_api_gives_the_plain_error_too(api_a, finished_run):
     run, *_ = finished_run
     body = api_a.get(f"/api/v1/sync-runs/{run.pk}/").json()
-    assert body["error_text"].startswith("Autotask rejected a request")
+    assert body["error_text"].startswith("Autotask refused one of our requests")
     assert "HTTP 500" in body["error_message"]

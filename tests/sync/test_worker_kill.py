@@ -1,6 +1,7 @@
 """CQ-2 / CQ-3: a real Celery worker is SIGKILLed in the middle of a sync.
 
-The worker is a subprocess (tests/harness/workers.py) on the test database, the test Redis
+The worker is a subprocess (tests/harness/workers.py: the threads pool of the sync queue, the
+prefork pool where a pool child is killed) on the test database, the test Redis
 (test profile: 20 s visibility timeout, restore every 5 s) and the in-process sandbox. The run
 is enqueued with `run_sync.delay` by the Connect service; the pool child is killed at ~30 % and
 again at ~60 % of 20,000 invoices (CQ-2; the whole worker once at ~30 %, CQ-3), and the run must
@@ -49,8 +50,8 @@ def workers(worker_env, tmp_path):
     started: list[Worker] = []
     _, env = worker_env
 
-    def start() -> Worker:
-        worker = Worker(env, tmp_path / "worker.log").start()
+    def start(pool: str | None = None) -> Worker:
+        worker = Worker(env, tmp_path / "worker.log", pool=pool).start()
         started.append(worker)
         return worker
 
@@ -138,9 +139,11 @@ def test_sigkilled_pool_child_task_is_redelivered_and_the_run_resumes(
     partner_a, connect, worker_env, workers
 ):
     """CQ-2: the pool child is SIGKILLed at ~30 % and again at ~60 % of the invoices. Kills:
-    no `task_reject_on_worker_lost` (the message is acked as failed, nothing resumes)."""
+    no `task_reject_on_worker_lost` (the message is acked as failed, nothing resumes). A
+    prefork worker: the sync queue's threads pool has no child (its loss is the whole worker's,
+    CQ-3 below, on the threads pool); prefork stays what the payments queues run."""
     server, _ = worker_env
-    worker = workers()
+    worker = workers(pool="prefork")
     run, written = start_sync_and_wait_for_30_percent(partner_a, connect, server)
     figures = []
     for share in (0.3, 0.6):

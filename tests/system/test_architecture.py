@@ -18,7 +18,17 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("config", "partners", "integrations", "customers", "invoices", "sync", "payments", "ops")
+APPS = (
+    "config",
+    "partners",
+    "integrations",
+    "customers",
+    "invoices",
+    "sync",
+    "payments",
+    "notifications",
+    "ops",
+)
 PACKAGES = (*APPS, "sandbox")
 
 

@@ -7,13 +7,14 @@ the test until someone says which of A's objects it takes."""
 import re
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
 from customers.models import Customer
 from integrations.models import AutotaskConnection
 from invoices.models import Invoice
-from partners.models import User
+from partners.models import ApiToken, User
+from partners.tokens import api_token_create
 from payments.models import Payment, ReconciliationDrift, WritebackOutbox
 from sync.models import ChangeLogEntry, SyncRun
 
@@ -50,7 +51,13 @@ OBJECT_FOR = {
     "invoices:archive": lambda a: a["invoice"].pk,
     "customers:archive": lambda a: a["customer"].pk,
     "invoices:customer-invoice-create": lambda a: a["customer"].pk,
+    "customers:detail": lambda a: a["customer"].pk,
+    "api:api-token-detail": lambda a: a["api_token"].pk,
+    "dashboard:api-token-revoke": lambda a: a["api_token"].pk,
 }
+# The CSV exports take no object id (the sweep below reads them as B, whole, like any page);
+# test_csv_exports_hold_only_the_partners_rows checks A's export has A's rows and B's has none.
+CSV_EXPORTS = ("invoices:export", "payments:export", "customers:export")
 
 
 def walk(patterns, prefix="", namespace=""):
@@ -124,7 +131,9 @@ def world_a(partner_a, user_a):
         last_seen_at="2026-01-03T00:00:00Z",
     )
     WritebackOutbox.objects.create(partner=partner_a, invoice=invoice, state="failed")
+    api_token, _ = api_token_create(user=user_a, name="Alpha token")
     return {
+        "api_token": api_token,
         "user": user_a,
         "customer": customer,
         "invoice": invoice,
@@ -141,6 +150,7 @@ def snapshot(partner):
         list(AutotaskConnection.objects.filter(partner=partner).values()),
         list(User.objects.filter(partner=partner).order_by("id").values()),
         list(Payment.objects.filter(partner=partner).order_by("id").values()),
+        list(ApiToken.objects.filter(partner=partner).order_by("id").values()),
     )
 
 
@@ -184,16 +194,35 @@ def test_pages_without_objects_show_b_nothing_of_a(world_a, partner_a, user_b, c
         http = api if name.startswith("api:") else client
         response = http.get(path)
         assert response.status_code < 500, (name, response.status_code)
-        body = response.content.decode(errors="replace")
+        raw = b"".join(response.streaming_content) if response.streaming else response.content
+        body = raw.decode(errors="replace")
         for leak in (
             "ALPHA-INV-9001",
             "Alpha Customer Secretive",
             "alpha-secret-value",
             "alpha-user",
             world_a["user"].username,
+            "Alpha token",
         ):
             assert leak not in body, (name, leak)
     assert snapshot(partner_a) == before
+
+
+def test_csv_exports_hold_only_the_partners_rows(world_a, user_a, user_b, client):
+    assert set(CSV_EXPORTS) <= set(routes())
+    for name, expected in zip(
+        CSV_EXPORTS, ("ALPHA-INV-9001", "ALPHA-INV-9001", "Alpha Customer Secretive"), strict=True
+    ):
+        path = reverse(name) + "?archived=all"
+        client.force_login(user_a)
+        mine = b"".join(client.get(path).streaming_content).decode()
+        assert expected in mine, name
+        client.force_login(user_b)
+        response = client.get(path)
+        assert response.status_code == 200
+        theirs = b"".join(response.streaming_content).decode()
+        assert len(theirs.strip().splitlines()) == 1, (name, theirs)  # the header only
+        assert "ALPHA" not in theirs and "Alpha" not in theirs, name
 
 
 def test_anonymous_is_sent_to_login_or_refused(world_a, client):

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pytest
 import redis
 from cryptography.fernet import Fernet
+from django.core import mail
 from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
@@ -21,6 +22,7 @@ from rest_framework.test import APIClient
 
 from config.logging import RequestIdFilter, SecretMaskingFilter
 from invoices.models import Invoice
+from notifications.services import notifications_send_due
 from partners.models import User
 from payments.services import payment_settings, webhook_events
 from sync.models import SyncRun
@@ -173,6 +175,8 @@ def test_no_secret_anywhere_after_a_full_scenario(
             run_id=SyncRun.objects.create(partner=partner_a, kind="new_data", trigger="manual").id,
         )
         assert failed.status == "failed"
+        # The owners are emailed about it (notifications/).
+        assert notifications_send_due()["connection"] == 1
 
     # Key rotation.
     old_keys = list(settings.FIELD_ENCRYPTION_KEYS)
@@ -210,6 +214,25 @@ def test_no_secret_anywhere_after_a_full_scenario(
         keep(web.get(reverse(name)))
     keep(web.get(reverse("invoices:detail", args=[invoice.pk])))
     keep(web.get(reverse("payments:settings")))
+    # API tokens (issue 18): one created on the API, one with the password; the answer that
+    # creates a token is the one place it may appear, so those two answers are not kept.
+    created = api.post(reverse("api:api-token-list"), {"name": "Leak scan"}, format="json")
+    assert created.status_code == 201
+    api_token = created.json()["token"]
+    password_token = (
+        Client()
+        .post(
+            reverse("api:auth-token"),
+            {"username": user_a.username, "password": "pw-for-tests-1"},
+            content_type="application/json",
+        )
+        .json()["token"]
+    )
+    by_token = APIClient()
+    by_token.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token}")
+    assert keep(by_token.get(reverse("api:me"))).status_code == 200
+    keep(by_token.get(reverse("api:api-token-list")))
+    keep(web.get(reverse("dashboard:api-tokens")))
     ops = User.objects.create_superuser("ops-scan", "ops@paysync.test", "pw-ops-scan")
     web.force_login(ops)
     from django.contrib import admin
@@ -224,6 +247,8 @@ def test_no_secret_anywhere_after_a_full_scenario(
         "webhook secret (rotated)": whsec_new,
         "webhook key material": whsec_new.removeprefix("whsec_"),
         "encryption key (new)": new_key,
+        "API token": api_token,
+        "API token (password login)": password_token,
         **{f"encryption key {i}": k for i, k in enumerate(old_keys)},
     }
     places = {
@@ -231,9 +256,10 @@ def test_no_secret_anywhere_after_a_full_scenario(
         "responses": [b.decode(errors="replace") for b in responses],
         "redis": [b.decode("latin-1") for b in redis_texts(settings.REDIS_URL)],
         "database": database_texts(),
+        "emails": [f"{m.subject}\n{m.body}" for m in mail.outbox],
     }
     assert len(places["logs"][0]) > 1000  # the scenario really logged
-    assert len(places["responses"]) > 40 and places["database"]
+    assert len(places["responses"]) > 40 and places["database"] and places["emails"]
     hits = []
     for label, secret in secrets.items():
         for form in forms(secret):

@@ -18,7 +18,7 @@ from django.apps import apps
 
 ROOT = Path(__file__).resolve().parents[2]
 # ops/ is left out on purpose: the ops console (staff only) works across partners.
-APPS = ("partners", "integrations", "customers", "invoices", "sync", "payments")
+APPS = ("partners", "integrations", "customers", "invoices", "sync", "payments", "notifications")
 SCANNED = {
     "services",
     "selectors",
@@ -54,6 +54,26 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ),
     ("payments/services/writeback.py", "writeback_sweep", "WritebackOutbox"): (
         "the sweep enqueues due write-backs of every partner"
+    ),
+    # The notification check reads the fleet in a few set-based queries (one per kind, then
+    # the digests, owners and opt-outs of the partners it found), never a query per partner.
+    ("notifications/services.py", "connection_rows", "AutotaskConnection"): (
+        "the check finds every partner whose connection needs attention"
+    ),
+    ("notifications/services.py", "writeback_rows", "WritebackOutbox"): (
+        "the check finds the parked or failed write-backs of every partner"
+    ),
+    ("notifications/services.py", "stale_sync_rows", "AutotaskConnection"): (
+        "the check finds every connected partner without a recent successful sync"
+    ),
+    ("notifications/services.py", "notifications_send_due", "NotificationDigest"): (
+        "the last digests of the partners the check found"
+    ),
+    ("notifications/services.py", "notifications_send_due", "User"): (
+        "the owners of the partners the check found (each email goes to one partner's owners)"
+    ),
+    ("notifications/services.py", "notifications_send_due", "NotificationOptOut"): (
+        "the opt-outs of the partners the check found"
     ),
 }
 
