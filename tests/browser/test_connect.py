@@ -1,6 +1,7 @@
 """Connect Autotask in a real browser against the sandbox (issue: connect, done-when)."""
 
 import pytest
+from playwright.sync_api import expect
 
 from integrations.models import AutotaskConnection
 from sync.models import SyncRun
@@ -76,9 +77,8 @@ def test_preview_shows_counts(page, login, user_a, autotask_sandbox):
     open_connect(page, login, user_a)
     fill(page, db)
     page.click("#preview-button")
-    page.wait_for_function(
-        "document.getElementById('preview-result').textContent.includes('customers')"
-    )
+    # expect(), not wait_for_function("…"): the CSP refuses string evaluation in the page.
+    expect(page.locator("#preview-result")).to_contain_text("customers")
     text = page.inner_text("#preview-result")
     assert f"{len(db.companies())} customers" in text
     assert AutotaskConnection.objects.count() == 0

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection as db_connection
 from django.utils import timezone
+from playwright.sync_api import expect
 
 import sync.tasks
 from invoices.models import Invoice
@@ -88,9 +89,8 @@ def test_fetch_new_data_shows_progress_result_and_disabled_button(
     )
 
     page.click("#fetch-new_data")
-    page.wait_for_function(
-        "document.querySelector('#run-new_data .run-status').textContent === 'Queued'"
-    )
+    # expect(), not wait_for_function("…"): the CSP refuses string evaluation in the page.
+    expect(page.locator("#run-new_data .run-status")).to_have_text("Queued")
     assert "waiting for a worker" in page.inner_text("#run-new_data .run-phase")
     run = SyncRun.objects.get(partner=partner_a, trigger=SyncRun.Trigger.MANUAL)
     local = (run.created_at + timedelta(hours=1)).astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
@@ -101,10 +101,7 @@ def test_fetch_new_data_shows_progress_result_and_disabled_button(
     )
 
     worker.gate.set()
-    page.wait_for_function(
-        "document.querySelector('#run-new_data .run-status').textContent === 'Succeeded'",
-        timeout=45_000,
-    )
+    expect(page.locator("#run-new_data .run-status")).to_have_text("Succeeded", timeout=45_000)
     run.refresh_from_db()
     assert run.status == SyncRun.Status.SUCCEEDED
     assert run.created == 2  # the new invoice and its new customer
@@ -126,10 +123,7 @@ def test_fetch_new_data_shows_progress_result_and_disabled_button(
     assert page.is_enabled("#fetch-unpaid")
     # The recent-runs table was refreshed in place and lists the run, finished.
     row = f"#recent-runs tr:has(a[href='/sync-history/{run.pk}/'])"
-    page.wait_for_function(
-        f"(document.querySelector(\"{row}\") || {{textContent: ''}})"
-        ".textContent.includes('Succeeded')"
-    )
+    expect(page.locator(row)).to_contain_text("Succeeded")
     assert "Manual" in page.inner_text(row)
     assert page.evaluate("window.__noReload") is True
 
