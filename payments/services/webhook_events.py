@@ -337,17 +337,6 @@ def _record_failure(*, partner, event_id: int, exc: Exception) -> None:
         )
 
 
-def webhook_event_status(*, partner, event_id: int) -> str | None:
-    """The event's status, read without a lock or a transaction: the cheap first look of a
-    message whose event a batch may have processed already."""
-    return (
-        WebhookEvent.objects.for_partner(partner)
-        .filter(pk=event_id)
-        .values_list("status", flat=True)
-        .first()
-    )
-
-
 def webhook_event_failed(*, partner, event_id: int) -> bool:
     return (
         WebhookEvent.objects.for_partner(partner)

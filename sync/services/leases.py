@@ -20,15 +20,23 @@
   commit); the countdown retry stays as the fallback (a lost enqueue, a dead owner).
 - A run that takes over from a dead owner counts an attempt; what happens after too many lost
   workers is in sync/services/runs.py (MAX_ATTEMPTS).
+- A hung owner is not kept alive for ever. The prefork pool enforced the task's hard time limit
+  by killing the child; the sync queue's threads pool cannot kill a thread, so the heartbeat
+  enforces it instead: it stops renewing once the owner has held the run for
+  `max_ownership()` (the task's hard limit, CELERY_TASK_TIME_LIMIT, 300 s), and logs it. The
+  lease then goes stale like a dead worker's, and the reaper requeues the run with its owner
+  cleared, which fences the hung thread: it can no longer commit a page or finish the run.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -47,6 +55,12 @@ BUSY_COUNTDOWN = 15.0  # at least this between tries while another run of the pa
 
 def heartbeat_interval() -> timedelta:
     return LEASE / 3
+
+
+def max_ownership() -> timedelta:
+    """How long one owner may hold a run: the task's hard time limit, which the threads pool
+    does not enforce (module docstring)."""
+    return timedelta(seconds=float(getattr(settings, "CELERY_TASK_TIME_LIMIT", 300) or 300))
 
 
 class RetryLater(Exception):
@@ -139,12 +153,13 @@ class _Heartbeat:
     """Renews the owner's leases every heartbeat_interval() from a daemon thread (own database
     connection, closed at the end) until stop() or until the lease is lost. It dies with its
     process, so a killed worker's lease goes stale LEASE after the last renewal. It cannot keep
-    a hung owner alive for ever: the task's hard time limit kills the process."""
+    a hung owner alive for ever: it stops renewing after max_ownership() (`expired`)."""
 
     def __init__(self, run_id, partner_id, token):
         self._args = (run_id, partner_id, token)
         self._stop = threading.Event()
         self.lost = False
+        self.expired = False
         self._thread = threading.Thread(
             target=self._loop, name=f"sync-heartbeat-{run_id}", daemon=True
         )
@@ -154,8 +169,18 @@ class _Heartbeat:
         return self
 
     def _loop(self) -> None:
+        deadline = time.monotonic() + max_ownership().total_seconds()
         try:
             while not self._stop.wait(heartbeat_interval().total_seconds()):
+                if time.monotonic() >= deadline:
+                    self.expired = True
+                    log.error(
+                        "sync run %s: owner held it past the task time limit (%s); heartbeat "
+                        "stopped so the lease goes stale and the run is taken over",
+                        self._args[0],
+                        max_ownership(),
+                    )
+                    return
                 if not renew_lease(*self._args):
                     self.lost = True
                     log.warning("sync run %s: lease lost, heartbeat stopped", self._args[0])

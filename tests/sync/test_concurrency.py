@@ -437,6 +437,46 @@ def test_a_live_owner_slower_than_the_lease_keeps_it_by_its_heartbeat(
     assert SyncState.objects.get(partner=partner_a).lease_owner is None
 
 
+def test_a_hung_owner_stops_renewing_past_the_time_limit_and_is_fenced(
+    partner_a, make_sandbox, connect, pause_at_invoice_page, in_flight, monkeypatch, no_broker
+):
+    """The threads pool cannot kill a hung sync the way prefork's hard time limit did: the
+    heartbeat stops renewing after max_ownership(), the lease goes stale, the reaper requeues
+    the run with its owner cleared, a new delivery finishes it, and the hung owner, released
+    afterwards, writes nothing (LeaseLost before its next page)."""
+    monkeypatch.setattr(leases, "LEASE", timedelta(seconds=1.5))
+    monkeypatch.setattr(leases, "max_ownership", lambda: timedelta(seconds=2))
+    server = make_sandbox(companies=20, invoices=1_500)
+    run = connect(partner_a, server=server).first_run
+    pause = pause_at_invoice_page(2)
+    thread, result = in_thread(execute, run.id, partner_a)
+    assert pause.paused.wait(WAIT)
+    sent_before = len(no_broker)
+
+    deadline = time.monotonic() + WAIT
+    while reap_stuck_runs()["requeued"] == 0:  # stale once renewals stop (2 s + a lease)
+        assert time.monotonic() < deadline, "the hung owner's lease never went stale"
+        time.sleep(0.2)
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.QUEUED and run.owner is None
+    assert no_broker[sent_before:] == [(partner_a.id, run.id)]  # requeued for a worker
+
+    pause.page = None  # the new owner is not paused
+    finished = execute_until_done(run.id, partner_a, deadline=time.monotonic() + WAIT)
+    assert finished.status == SyncRun.Status.SUCCEEDED and finished.attempts == 2
+    written = Invoice.objects.filter(partner=partner_a).count()
+    assert written == len(settled_invoices(server.db))
+
+    pause.go.set()  # the hung owner wakes up: fenced, it stops without writing
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert result["value"].id == run.id and "error" not in result
+    assert Invoice.objects.filter(partner=partner_a).count() == written
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.SUCCEEDED and run.attempts == 2
+    assert SyncState.objects.get(partner=partner_a).lease_owner is None
+
+
 def test_a_redelivered_run_is_told_to_retry_when_its_dead_owners_lease_goes_stale(
     partner_a, make_sandbox, connect
 ):
