@@ -5,13 +5,14 @@
 
 1. Initial sync of 20,000 invoices and 2,000 companies from the sandbox at 100 ms a request:
    requests used vs the minimum (ceil(invoices/500) + ceil(companies/500) pages + zone lookup +
-   payment terms + the limiter's ThresholdInformation), wall time vs requests x latency (one
-   sequential reader: usable concurrency 1), and the time spent writing (upsert + commit).
+   payment terms + the limiter's ThresholdInformation), wall time vs requests x latency / 3
+   (Autotask's 3 requests in flight per endpoint: the usable concurrency, issue 19), and the
+   time spent writing (upsert + commit).
 2. The same with latency 0: DB write throughput (invoices/s in the upsert, and end to end).
 3. Peak RSS of the syncing process at 100,000 invoices (ru_maxrss of a subprocess that only
    syncs; the sandbox is another process).
 
-Targets: requests ≤ 1.1 x minimum; wall ≤ 1.3 x requests x latency; writes ≥ 5,000 invoices/s;
+Targets: requests ≤ 1.1 x minimum; wall ≤ 1.3 x requests x latency / 3; writes ≥ 5,000 invoices/s;
 peak RSS < 300 MB at 100,000. PostgreSQL runs with fsync off (like the test suite), so write
 figures are optimistic. Uses DATABASE_URL / REDIS_URL when set, else throwaway servers.
 """
@@ -30,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sync_common as common
 
+CONCURRENCY = 3  # Autotask's requests in flight per endpoint per database (API.md §4, §8.4)
+
 
 def child(args) -> None:
     """Runs in a subprocess: connect a partner, run the initial sync, print JSON figures."""
@@ -38,7 +41,7 @@ def child(args) -> None:
     from sync.models import SyncRun
     from sync.services.runs import execute_run
 
-    timers = {"apply_invoices": 0.0, "apply_customers": 0.0, "commit": 0.0}
+    timers = {"apply_invoices": 0.0, "apply_customers": 0.0, "commit": 0.0, "parse": 0.0}
 
     def timed(name, fn):
         def wrapper(*a, **k):
@@ -53,6 +56,7 @@ def child(args) -> None:
     SyncEngine._apply_invoices = timed("apply_invoices", SyncEngine._apply_invoices)
     SyncEngine._apply_customers = timed("apply_customers", SyncEngine._apply_customers)
     SyncEngine._commit_page = timed("commit", SyncEngine._commit_page)
+    SyncEngine._parse_records = timed("parse", SyncEngine._parse_records)
     clients = common.capture_clients()
     conn = common.connect_partner(args.partner)
     sandbox_log_before = int(args.log_before or 0)
@@ -133,17 +137,21 @@ def main() -> int:
           f"the limiter adds 1 ThresholdInformation) -> ratio {sync_requests / minimum:.3f} "
           f"(target <= 1.1)")  # fmt: skip
     ok &= sync_requests <= 1.1 * minimum
-    bound = max(sync_requests * args.latency_ms / 1000, 1e-9)
-    print(f"wall time:          {r['wall']:.2f} s; requests x latency / 1 = {bound:.2f} s "
-          f"-> ratio {r['wall'] / bound:.2f} (target <= 1.3)")  # fmt: skip
+    bound = max(sync_requests * args.latency_ms / 1000 / CONCURRENCY, 1e-9)
+    print(f"wall time:          {r['wall']:.2f} s; requests x latency / {CONCURRENCY} = "
+          f"{bound:.2f} s -> ratio {r['wall'] / bound:.2f} (target <= 1.3)")  # fmt: skip
     ok &= r["wall"] <= 1.3 * bound
     t = r["timers"]
     write_s = t["apply_invoices"]
-    print(f"HTTP time:          {r['http_seconds']:.2f} s; local work (wall - HTTP) "
-          f"{r['wall'] - r['http_seconds']:.2f} s; sync process CPU {r['cpu']:.2f} s")  # fmt: skip
+    print(f"HTTP time:          {r['http_seconds']:.2f} s summed over the readers; "
+          f"sync process CPU {r['cpu']:.2f} s (the bound is {bound:.2f} s)")  # fmt: skip
     rate = r["invoices"] / write_s
     print(f"upsert invoices:    {write_s:.2f} s -> {rate:,.0f} invoices/s "
           f"(customers {t['apply_customers']:.2f} s, commits {t['commit']:.2f} s)")  # fmt: skip
+    print(f"writer thread:      parse records {t['parse']:.2f} s + upsert invoices "
+          f"{write_s:.2f} s + customers {t['apply_customers']:.2f} s + commits "
+          f"{t['commit']:.2f} s = {t['parse'] + write_s + t['apply_customers'] + t['commit']:.2f}"
+          f" s, one after the other (the readers wait on Autotask meanwhile)")  # fmt: skip
     sandbox.stop()
 
     # 2. Without latency: how fast the database side goes.

@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import signal
@@ -108,6 +109,38 @@ class Proc:
                 return
             time.sleep(0.1)
         sys.exit(f"{what}: not ready in {timeout:.0f} s")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and of their reaped children (/proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
+def tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children(current)
+    return found
+
+
+def postgres_pids() -> list[int]:
+    """Our PostgreSQL server's processes: the postmaster started with our port, and its
+    children (other servers on the machine, e.g. a test run's, are not counted)."""
+    port = urlsplit(os.environ.get("DATABASE_URL", "")).port or 5432
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            argv = cmdline.read_bytes().split(b"\0")
+            if argv and argv[0].endswith(b"postgres") and f"{port}".encode() in argv:
+                return tree(int(cmdline.parent.name))
+    return []
 
 
 def control(sandbox, method: str, path: str, payload=None):
@@ -468,6 +501,16 @@ def stages(partner, events) -> dict[str, list[float]]:
     return out
 
 
+def cpu_usage(worker, sandbox) -> dict[str, float]:
+    """CPU seconds so far of the Celery worker (all its pool processes), the sandbox and every
+    PostgreSQL process on the machine: what processing a payment costs, per component."""
+    return {
+        "worker": cpu_seconds(tree(worker.proc.pid)) if worker else 0.0,
+        "sandbox": cpu_seconds([sandbox.proc.pid]),
+        "postgres": cpu_seconds(postgres_pids()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=200, help="requests per second")
@@ -523,8 +566,10 @@ def main() -> None:
         warm_up(url, secret)
         if not args.no_worker:  # the warm-up's events are processed before the clock starts
             wait_drained(partner, 120)
+        cpu_before = cpu_usage(worker, sandbox)
         acks, lags, errors, first_sent, elapsed = run_load(args, url, secret, events, deliveries)
         drained = None if args.no_worker else wait_drained(partner, args.drain_timeout)
+        cpu = {k: v - cpu_before[k] for k, v in cpu_usage(worker, sandbox).items()}
         times, missing = autotask_times(sandbox, events, first_sent)
         split = stages(partner, events)
     finally:
@@ -560,6 +605,19 @@ def main() -> None:
     else:
         drain = f"NOT drained {args.drain_timeout:.0f} s after the load"
     print(f"drained            {drain}   (target ≤ 10 s)")
+    if not args.no_worker and drained is not None and events:
+        per = {k: v / len(events) * 1000 for k, v in cpu.items()}
+        per_core = 1000 / per["worker"] if per["worker"] else float("inf")
+        print(
+            f"CPU per payment    worker {per['worker']:.1f} ms, "
+            f"PostgreSQL {per['postgres']:.1f} ms, "
+            f"sandbox (stands for Autotask) {per['sandbox']:.1f} ms"
+        )
+        print(
+            f"capacity           {per_core:.0f} payments/s per worker core; "
+            f"{args.rate}/s needs {math.ceil(args.rate / per_core)} worker cores "
+            f"(+ {per['postgres'] * args.rate / 1000:.1f} PostgreSQL cores)"
+        )
 
 
 if __name__ == "__main__":

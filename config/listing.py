@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from urllib.parse import urlencode
 
+from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -73,6 +74,17 @@ def sort_headers(params, sort: Sort, columns: list[tuple[str, str | None]]) -> l
 def query_without(params, *names: str) -> str:
     """The current query string without `names` (for pagination and export links)."""
     return urlencode([(k, v) for k, vs in params.lists() if k not in names for v in vs])
+
+
+class CappedPaginator(Paginator):
+    """A paginator told its count instead of running COUNT(*) (invoices/selectors.py
+    `capped_totals` has it). `capped`: the list has more rows than `count`, and only the
+    first `count` in the list's order are reachable by page; the page says so."""
+
+    def __init__(self, object_list, per_page, *, count: int, capped: bool = False):
+        super().__init__(object_list, per_page)
+        self.__dict__["count"] = count  # the cached_property's slot
+        self.capped = capped
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from config.listing import csv_response, parse_sort, query_without, sort_headers
 from invoices.selectors import (
     CUSTOMER_DEFAULT_SORT,
     CUSTOMER_SORTS,
+    LIST_CAP,
     customer_balance,
     customer_list,
     customers_outstanding,
@@ -65,9 +66,12 @@ class CustomerListView(PartnerPageView):
         ctx = super().get_context_data(**kwargs)
         g = self.request.GET
         qs, sort = _customer_filters(self)
+        totals, complete = customers_outstanding(partner=self.partner, customers=qs)
         ctx.update(
             page=Paginator(qs, 50).get_page(g.get("page")),
-            totals=customers_outstanding(partner=self.partner, customers=qs),
+            totals=totals if complete else [],
+            totals_capped=not complete,
+            list_cap=f"{LIST_CAP:,}",
             headers=sort_headers(g, sort, CUSTOMER_COLUMNS),
             sort=sort.key,
             query=query_without(g, "page"),

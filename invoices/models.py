@@ -111,10 +111,32 @@ class Invoice(PartnerOwnedModel):
             ),
             models.CheckConstraint(condition=Q(paid_here__gte=0), name="invoice_paid_here_gte_0"),
         ]
+        # Every list order and filter is led by the partner (issue 19; invoices/selectors.py):
+        # one index per sortable column, ending on id like the orders (config/listing.py), read
+        # forwards or backwards. The date and status indexes carry what the count and totals
+        # read (archived_at, currency, amounts; customer for the customers' totals), so those
+        # are index-only scans. Search: trigrams of the upper-cased number
+        # (what icontains compares) behind the partner (btree_gin), below.
         indexes = [
             models.Index(fields=["partner", "number"]),
-            models.Index(fields=["partner", "status"]),
+            models.Index(
+                fields=["partner", "status", "id"],
+                include=["archived_at", "currency", "total", "outstanding", "customer"],
+                name="invoice_partner_status",
+            ),
             models.Index(fields=["partner", "customer"]),
+            models.Index(
+                fields=["partner", "invoice_date", "id"],
+                include=["archived_at", "currency", "total", "outstanding"],
+                name="invoice_partner_date",
+            ),
+            models.Index(fields=["partner", "due_date", "id"], name="invoice_partner_due"),
+            models.Index(fields=["partner", "total", "id"], name="invoice_partner_total"),
+            models.Index(
+                fields=["partner", "outstanding", "id"], name="invoice_partner_outstanding"
+            ),
+            # invoice_partner_number_trgm: created by migration 0003 in SQL (Django 5.2 renders
+            # OpClass over an expression inside one parenthesis too many).
         ]
 
     # --- display (the generated `status` column has no get_status_display) -----------------

@@ -3,11 +3,20 @@
 Sorting and date ranges (issue 17, item 8): the URL names in INVOICE_SORTS / CUSTOMER_SORTS are
 the only orders a request can ask for (config/listing.py); the date range filters the invoice
 date or the due date, both ends inclusive.
+
+At scale (issue 19, item 5; bench/list_scale.py, a partner with 200,000 invoices): every list
+query is led by the partner on an index (invoices/migrations/0003), and nothing on a list page
+reads all of a big partner's rows. Counting or totalling 200,000 rows costs 30-90 ms on its own,
+so the dashboard's count and totals read at most LIST_CAP + 1 rows (`capped_totals`): up to
+LIST_CAP rows the page shows the exact count and totals per currency; above it, "more than
+10,000" and no totals, with the way to get them (a narrower filter or the CSV export). The API
+keeps its exact `count` (a contract), an index-only count.
 """
 
 from datetime import date
 
-from django.db.models import Count, DecimalField, F, OuterRef, Q, Subquery, Sum, Value
+from django.db import connection
+from django.db.models import Count, DecimalField, Exists, F, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -17,6 +26,8 @@ from customers.models import Customer
 from .models import MONEY, ZERO, Invoice, InvoiceStatus
 
 OPEN_STATES = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
+# The most rows a dashboard list counts or totals (see the module docstring).
+LIST_CAP = 10_000
 
 INVOICE_SORTS = {
     "number": ("number",),
@@ -62,7 +73,15 @@ def invoice_list(
     elif archived != "all":
         qs = qs.filter(archived_at__isnull=True)
     if search:
-        qs = qs.filter(Q(number__icontains=search) | Q(customer__name__icontains=search))
+        # The customers first (a few thousand names at most), then invoices by number (trigram
+        # index) or by those customers (partner, customer index): a join filtered on the
+        # customer's name would read every invoice of the partner.
+        customer_ids = list(
+            Customer.objects.for_partner(partner)
+            .filter(name__icontains=search)
+            .values_list("id", flat=True)[:LIST_CAP]
+        )
+        qs = qs.filter(Q(number__icontains=search) | Q(customer_id__in=customer_ids))
     if status in InvoiceStatus.values:
         qs = qs.filter(status=status)
     if customer_id:
@@ -85,6 +104,30 @@ def invoice_totals(qs) -> list[dict]:
         .annotate(n=Count("id"), total=Sum("total"), outstanding=Sum("outstanding"))
         .order_by("currency")
     )
+
+
+def capped_totals(qs, *, amounts=("total", "outstanding"), cap: int | None = None):
+    """Per currency: `n` and the sums of `amounts` over the rows of `qs` (a scoped invoice
+    queryset), reading at most `cap` + 1 of them. Returns (rows, complete): complete is False
+    when `qs` has more than `cap` rows, and the rows are then not the totals (not to be shown).
+    One statement: `SELECT currency, count(*), sum(…) FROM (… LIMIT cap + 1) GROUP BY currency`."""
+    cap = LIST_CAP if cap is None else cap
+    inner = qs.order_by().values("currency", *amounts)[: cap + 1]
+    sql, params = inner.query.sql_with_params()
+    # The ORM cannot group the rows of a sliced queryset: SQL around Django's own, with column
+    # names from this module only and the values as parameters.
+    if not set(amounts) <= {"total", "outstanding"}:
+        raise ValueError(f"not an amount column: {amounts}")
+    sums = ", ".join(f"sum(s.{a})" for a in amounts)
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT s.currency, count(*), {sums} FROM ({sql}) s "  # noqa: S608  # nosec B608
+            "GROUP BY s.currency ORDER BY s.currency",
+            params,
+        )
+        rows = [dict(zip(("currency", "n", *amounts), r, strict=True)) for r in cur.fetchall()]
+    complete = sum(r["n"] for r in rows) <= cap
+    return rows, complete
 
 
 def customer_list(*, partner, search: str = "", archived: str = "no", sort: str = ""):
@@ -115,18 +158,16 @@ def customer_list(*, partner, search: str = "", archived: str = "no", sort: str 
     return qs.order_by(*parse_sort(sort, CUSTOMER_SORTS, CUSTOMER_DEFAULT_SORT).order_by)
 
 
-def customers_outstanding(*, partner, customers) -> list[dict]:
-    """Per currency: what the `customers` (a scoped queryset) owe, for the list's totals row."""
-    return list(
-        Invoice.objects.for_partner(partner)
-        .filter(
+def customers_outstanding(*, partner, customers):
+    """Per currency: what the `customers` (a scoped queryset) owe, for the list's totals row.
+    (rows, complete) as `capped_totals`: not complete above LIST_CAP open invoices."""
+    return capped_totals(
+        Invoice.objects.for_partner(partner).filter(
             customer_id__in=customers.order_by().values("id"),
             archived_at__isnull=True,
             status__in=OPEN_STATES,
-        )
-        .values("currency")
-        .annotate(n=Count("id"), outstanding=Sum("outstanding"))
-        .order_by("currency")
+        ),
+        amounts=("outstanding",),
     )
 
 
@@ -153,12 +194,13 @@ def customer_balance(*, partner, customer, today: date | None = None) -> list[di
     )
 
 
-def duplicate_numbers(partner) -> set[str]:
-    """Shown numbers used by more than one invoice of the partner (flagged in lists)."""
-    return set(
+def with_duplicate_flag(qs, partner):
+    """`qs` (the partner's invoices) with `duplicate_number`: another invoice of the partner
+    shows the same number (flagged in lists). A probe of the (partner, number) index per row
+    of the page, never a grouping of all the partner's invoices."""
+    others = (
         Invoice.objects.for_partner(partner)
-        .values("number")
-        .annotate(n=Count("id"))
-        .filter(n__gt=1)
-        .values_list("number", flat=True)
+        .filter(number=OuterRef("number"))
+        .exclude(pk=OuterRef("pk"))
     )
+    return qs.annotate(duplicate_number=Exists(others))

@@ -298,7 +298,10 @@ class AutotaskApi:
         after = query.decode_token(token, compiled.digest) if token else None
         table = db.table(entity.name)
         ids, rows = table.snapshot()
-        page = query.select_page(ids, rows, compiled, after)
+        if db.switches.result_order == "scrambled":
+            page = query.select_page_scrambled(ids, rows, compiled, after)
+        else:
+            page = query.select_page(ids, rows, compiled, after)
 
         def url(after_id: int | None) -> str:
             paging = query.encode_token(after_id, compiled.digest)

@@ -364,6 +364,31 @@ def select_page(ids: list[int], rows: list[tuple], q: CompiledQuery, after: int 
     return Page(chunk, next_after, prev_after, has_prev)
 
 
+def _scramble_key(row: tuple) -> int:
+    # A fixed permutation of the ids (multiplicative hash): same order on every request.
+    return (row[0] * 2654435761) & 0xFFFFFFFF
+
+
+def select_page_scrambled(
+    ids: list[int], rows: list[tuple], q: CompiledQuery, offset: int | None
+) -> Page:
+    """`select_page` for switch `result_order="scrambled"`: the matching rows in an order
+    unrelated to the id, paged by position (the token's `after` is the offset)."""
+    floor_pos = 0 if q.floor_id is None else bisect_right(ids, q.floor_id)
+    pred = q.predicate
+    matching = [row for row in rows[floor_pos:] if pred is None or pred(row)]
+    matching.sort(key=_scramble_key)
+    start = offset or 0
+    chunk = matching[start : start + q.max_records]
+    end = start + len(chunk)
+    return Page(
+        chunk,
+        end if end < len(matching) else None,
+        max(0, start - q.max_records) if start else None,
+        bool(start),
+    )
+
+
 def count(ids: list[int], rows: list[tuple], q: CompiledQuery) -> int:
     start = 0 if q.floor_id is None else bisect_right(ids, q.floor_id)
     if q.predicate is None:

@@ -76,6 +76,10 @@ class Switches:
     # time zone (tenant_utc_offset_hours); "keep_time" = the UTC instant, time kept.
     paid_date_time: str = "date"
     tenant_utc_offset_hours: float = -5.0  # the tenant's time zone, for paid_date_time
+    # Query result order (API.md §3.3, UNVERIFIED for REST): "id" = ascending id (the SOAP
+    # docs, community paging by id); "scrambled" = a fixed order unrelated to the id, paged
+    # by position (nextPageUrl still walks every matching row exactly once).
+    result_order: str = "id"
 
     _choices = {
         "missing_item": ("404", "null"),
@@ -86,6 +90,7 @@ class Switches:
         "threshold_status": (429, 500),
         "paid_date_null": ("clear", "ignore"),
         "paid_date_time": ("date", "utc_date", "local_date", "keep_time"),
+        "result_order": ("id", "scrambled"),
     }
 
     def update(self, **changes: Any) -> None:
@@ -157,6 +162,9 @@ class SandboxDatabase:
         self._window: deque[float] = deque()
         self._window_lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
+        # The most requests ever in flight at once per endpoint (lower-case), since the start
+        # or the last reset_in_flight_peak(): what tests assert the thread limit against.
+        self.in_flight_peak: dict[str, int] = {}
         self._slot_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self.pdf_failures: dict[int, str] = {}  # invoice id → how its InvoicePDF fails
@@ -290,11 +298,17 @@ class SandboxDatabase:
             if busy >= self.switches.thread_limit:
                 return False
             self._in_flight[endpoint] = busy + 1
+            key = endpoint.lower()
+            self.in_flight_peak[key] = max(self.in_flight_peak.get(key, 0), busy + 1)
             return True
 
     def release_slot(self, endpoint: str) -> None:
         with self._slot_lock:
             self._in_flight[endpoint] -= 1
+
+    def reset_in_flight_peak(self) -> None:
+        with self._slot_lock:
+            self.in_flight_peak.clear()
 
     def admit(self) -> tuple[bool, float, int | None]:
         """Count one request against the rolling hour.

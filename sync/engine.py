@@ -17,12 +17,38 @@ Kinds (R3, R10):
   reconcile: invoices created in the days before the cursor that are not here (visible in
   Autotask later than the overlap reaches back) are fetched by id (SY-2).
 
+Initial sync in id ranges (issue 19; sync/ranges.py). Autotask allows 3 requests in flight per
+endpoint per database, so the initial sync reads invoices with up to 3 readers, each through
+the limiter's slots, while this thread writes (parsing, rows, SQL): a pipeline, pages committed
+in arrival order, each with its own range's cursor. Decisions:
+- Learn the span cheaply: the phase's query `id gt after` is read alone for 2 pages (a phase of
+  one or two pages ends there, with no extra request). If there is more, one `query/count` of
+  the rows after them, and the 1,000 probed rows give the density (ids per row). Ranges: 3, the
+  bounded ones sized to whole pages less 6 % (the density is off by a few %; a row over costs a
+  request), the last open-ended (`id gt x`), so a wrong estimate costs balance, never
+  correctness: ids beyond it are read by the last range. Cost: the count plus at most one
+  partial page when the density holds (2 in the worst case, 3 with the count); fewer than 6
+  pages left: no split, the probe's query goes on (the count was the only extra).
+- Cursor: `invoices_ranges` = [[after, until, done], ...] in `SyncRun.cursor` (JSON: no
+  migration), saved with every page; a resumed run reads each unfinished range after its
+  committed id and never reads a committed page again. Companies are one query (few; read
+  meanwhile on their own endpoint); invoices are written after them (an invoice needs its
+  customer), their readers at most RANGE_DEPTH pages ahead.
+- Result order (API.md: UNVERIFIED for REST): every page is checked for ascending ids above
+  the reader's previous ones. Probe pages out of order: no split, the phase is one query read
+  to its end (nextPageUrl walks every row whatever the order). Any page out of order marks
+  `<phase>_unordered`: cursors stop moving, so a resumed run reads the unfinished ranges (or
+  the query) from their start again: idempotent upserts, nothing missed. (A server sorting each
+  page but not across pages could fool the check before it is seen; `id gt last` paging, which
+  every Autotask client relies on, would fail there too.)
+
 Invoices younger than the settle time are left for the next run (Autotask can expose an invoice
 before its invoicing run is finished); the cursor stops at the settle cut-off so none is missed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -55,6 +81,7 @@ from invoices.services import SYNCED_FIELDS as INVOICE_FIELDS
 from . import hooks
 from .models import SyncRun, SyncState
 from .prefetch import Prefetched
+from .ranges import PageEvent, PhaseReads, SplitEvent
 from .rereads import RereadPhases
 from .tuning import (
     IN_BATCH,
@@ -133,19 +160,7 @@ class SyncEngine(RereadPhases):
             self.cursor["settle_cutoff"] = _iso(now - SETTLE_TIME)
         kind = self.run.kind
         if kind == SyncRun.Kind.INITIAL:
-            self._payment_terms()
-            invoice_conditions = self._settled(sync_filters.invoice_conditions(self.filters))
-            self._read_phases(
-                [
-                    (
-                        "companies",
-                        "Companies",
-                        sync_filters.company_conditions(self.filters),
-                        self._company_page,
-                    ),
-                    ("invoices", "Invoices", invoice_conditions, self._invoice_page(False)),
-                ]
-            )
+            self._initial_phases()
         elif kind == SyncRun.Kind.NEW_DATA:
             state = SyncState.objects.get(partner=self.partner)
             inv_since = state.invoices_created_cursor
@@ -237,6 +252,96 @@ class SyncEngine(RereadPhases):
                     self._commit_state(phase)
                 else:
                     handlers[phase](phase, page)
+
+    def _initial_phases(self) -> None:
+        """Companies, then invoices, each read by `PhaseReads` (sync/ranges.py; the decision
+        is in the module docstring): both start at once (different endpoints, 3 slots each),
+        payment terms are read meanwhile (a third endpoint), and this thread writes the
+        companies' pages, then the invoices' pages in the order they arrive, each with its
+        range's cursor. Invoice pages wait for the companies (an invoice needs its customer);
+        their readers stop `depth` pages ahead."""
+        specs = [
+            (
+                "companies",
+                "Companies",
+                sync_filters.company_conditions(self.filters),
+                Company,
+                self._customer_rows,
+                self._apply_customers,
+                False,
+            ),
+            (
+                "invoices",
+                "Invoices",
+                self._settled(sync_filters.invoice_conditions(self.filters)),
+                AutotaskInvoice,
+                None,
+                self._apply_invoices,
+                True,
+            ),
+        ]
+        with contextlib.ExitStack() as stack:
+            started = []
+            for phase, entity, conditions, record_type, before, write, split in specs:
+                if self.cursor.get(f"{phase}_done"):
+                    continue
+                reads = stack.enter_context(
+                    PhaseReads(
+                        self.client,
+                        entity,
+                        conditions,
+                        after=self.cursor.get(f"{phase}_after_id", 0),
+                        ranges=self.cursor.get(f"{phase}_ranges"),
+                        split=split,
+                        page_size=PAGE_SIZE,
+                        name=f"autotask-prefetch-{phase}",
+                    )
+                )
+                reads.start()
+                started.append((phase, reads, record_type, before, write))
+            self._payment_terms()
+            for phase, reads, record_type, before, write in started:
+                self._write_phase(phase, reads, record_type, before, write)
+
+    def _write_phase(self, phase: str, reads: PhaseReads, record_type, before, write) -> None:
+        """Commit each page of `reads` with its cursor until the phase is done."""
+        ranges = self.cursor.get(f"{phase}_ranges")
+        for event in reads:
+            if isinstance(event, SplitEvent):
+                self.cursor[f"{phase}_ranges"] = ranges = event.ranges
+                continue
+            records = self._parse_records(record_type, event.page.items)
+            payload = before(records) if before else records  # may read Currencies: not here
+            with transaction.atomic():
+                write(payload)
+                done = self._advance(phase, event, ranges)
+                self._commit_page(phase)
+            if done:
+                return
+
+    def _advance(self, phase: str, event: PageEvent, ranges: list | None) -> bool:
+        """Move the page's cursor: the phase's `<phase>_after_id` (its single query) or its
+        range's `after`, and mark what ended. Results out of id order (`<phase>_unordered`):
+        no cursor moves any more, a resumed run reads the unfinished ranges (or the query)
+        from where they began."""
+        if not event.ordered:
+            self.cursor[f"{phase}_unordered"] = True
+        moves = not self.cursor.get(f"{phase}_unordered")
+        if event.key is None:
+            if event.ids and moves:
+                after = self.cursor.get(f"{phase}_after_id", 0)
+                self.cursor[f"{phase}_after_id"] = max(after, *event.ids)
+            if event.last:
+                self.cursor[f"{phase}_done"] = True
+        else:
+            entry = ranges[event.key]
+            if event.ids and moves:
+                entry[0] = max(entry[0], *event.ids)
+            if event.last:
+                entry[2] = True
+            if all(r[2] for r in ranges):
+                self.cursor[f"{phase}_done"] = True
+        return bool(self.cursor.get(f"{phase}_done"))
 
     def _last_id(self, phase: str, page) -> int:
         after = self.cursor.get(f"{phase}_after_id", 0)

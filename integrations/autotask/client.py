@@ -271,8 +271,8 @@ class AutotaskClient:
         self.stats.record_retry()
 
     def _ensure_threshold(self, db_key: str) -> None:
-        """The budget needs the database's threshold; fetch it when the cached one expired
-        (every ``threshold_ttl``, 10 minutes by default)."""
+        """The budget needs the database's threshold; fetch it when the limiter says so (none
+        cached, a day old, or our count near the budget: limits.py docstring)."""
         try:
             known = self.limiter.threshold_known(db_key)
         except AutotaskError as error:  # limiter down

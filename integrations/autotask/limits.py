@@ -9,11 +9,27 @@ Two rules, both held in Redis so they hold across processes and machines:
    lease (read timeout + margin) runs out instead of holding it forever.
 2. **Budget**: our own requests in a rolling hour stay under ``budget_share`` (50 %) of the
    database's hourly threshold, which every integration on the tenant shares (API.md §8.5) and
-   above 50 % of which Autotask starts adding latency (API.md §4). The threshold comes from
-   ``ThresholdInformation`` and is cached for ``threshold_ttl`` (10 minutes). Our requests are
-   counted in per-minute buckets, summed over the timeframe; the check and the increment are one
-   Lua script, so concurrent workers cannot both take the last request. When the budget is
-   spent, ``AutotaskBudgetExhausted(resume_at=…)`` is raised *instead of* sending.
+   above 50 % of which Autotask starts adding latency (API.md §4). Our requests are counted in
+   per-minute buckets, summed over the timeframe; the check and the increment are one Lua
+   script, so concurrent workers cannot both take the last request. When the budget is spent,
+   ``AutotaskBudgetExhausted(resume_at=…)`` is raised *instead of* sending.
+
+How long the threshold is believed (issue 19). ``ThresholdInformation`` is itself a counted
+request, and the threshold of a database is a contract figure that rarely changes (Autotask
+support raises it on request). With the old 10-minute cache every hourly sync re-read it: one
+request in four of a steady round. Now:
+
+- it is re-read once ``threshold_ttl`` (24 h) has passed since the last read, by one caller
+  (a claim in Redis); the others go on under the cached budget meanwhile;
+- and early when our own count reaches ``threshold_recheck_share`` (80 %) of our budget, at
+  most once per ``threshold_recheck_after`` (10 min) per database: a raised threshold is then
+  seen before our budget runs out, a lowered one before we overrun it. The charge script marks
+  the database "stale"; the next request re-reads.
+
+Connect (``check_connection``) reads it, so a new partner's first sync already finds it, and a
+steady hourly sync of nothing new costs its data requests only. The lifetimes are counted on
+the limiter's clock (the read time is stored), so fake-clock tests can move through a day;
+the keys also carry a Redis expiry (twice the lifetime) that only collects them.
 
 Databases are keyed by the zone's ``ci`` (AT-help: "unique identifier for the database"), or by
 a hash of the username when ``ci`` is unknown. zoneInformation is exempt (the client does not
@@ -90,8 +106,10 @@ class LocalLimiter(NoopLimiter):
 
 # One round trip for "take a concurrency slot, then charge the budget" (the reader of a sync
 # waits on these before every request). KEYS[1] = slot sorted set, KEYS[2] = budget limit,
-# KEYS[3] = budget window (minutes). ARGV: now, slot expiry score, max concurrency, token,
-# slot key TTL (ms), take a slot (1|0), current minute, bucket key prefix, bucket TTL extra (s).
+# KEYS[3] = budget window (minutes), KEYS[4] = time of the last threshold read, KEYS[5] = the
+# "re-read the threshold" mark. ARGV: now, slot expiry score, max concurrency, token, slot key
+# TTL (ms), take a slot (1|0), current minute, bucket key prefix, bucket TTL extra (s), share
+# of the budget that asks for a re-read, least seconds between such re-reads, mark TTL (s).
 # The minute buckets ("<prefix><minute>") are named here from the window: they share the
 # "{db}" hash tag of the declared keys, so they live on the same Redis Cluster slot.
 # Returns {status, used including this one, index of the oldest non-empty bucket or -1,
@@ -126,11 +144,34 @@ if limit and total + 1 > tonumber(limit) then
 end
 redis.call('INCR', buckets[1])
 redis.call('EXPIRE', buckets[1], window * 60 + tonumber(ARGV[9]))
+if limit and total + 1 >= tonumber(limit) * tonumber(ARGV[10]) then
+  local read = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if tonumber(ARGV[1]) - read >= tonumber(ARGV[11]) then
+    redis.call('SET', KEYS[5], '1', 'EX', ARGV[12])
+  end
+end
 if take_slot then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
 return {1, total + 1, -1, window}
+"""
+
+# Is the cached threshold good to use? KEYS: limit, read time, stale mark, refresh claim.
+# ARGV: now, lifetime (s), claim TTL (s). 1 = use it; 0 = this caller reads ThresholdInformation
+# (none cached, or due and this caller won the claim: the others keep the cached budget).
+_THRESHOLD_KNOWN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+local read = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) - read < tonumber(ARGV[2]) and redis.call('EXISTS', KEYS[3]) == 0 then
+  return 1
+end
+if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3]) then
+  return 0
+end
+return 1
 """
 
 
@@ -145,7 +186,10 @@ class RedisLimiter:
         budget_share: float = 0.5,
         lease_seconds: float = 45.0,
         slot_wait_timeout: float = 60.0,
-        threshold_ttl: float = 600.0,
+        threshold_ttl: float = 24 * 3600.0,
+        threshold_recheck_share: float = 0.8,
+        threshold_recheck_after: float = 600.0,
+        threshold_claim_seconds: int = 60,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         key_prefix: str = "autotask:",
@@ -160,10 +204,14 @@ class RedisLimiter:
         self.lease_seconds = lease_seconds
         self.slot_wait_timeout = slot_wait_timeout
         self.threshold_ttl = threshold_ttl
+        self.threshold_recheck_share = threshold_recheck_share
+        self.threshold_recheck_after = threshold_recheck_after
+        self.threshold_claim_seconds = threshold_claim_seconds
         self.clock = clock
         self.sleep = sleep
         self.key_prefix = key_prefix
         self._acquire_and_charge = redis_client.register_script(_ACQUIRE_AND_CHARGE)
+        self._threshold_known = redis_client.register_script(_THRESHOLD_KNOWN)
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> RedisLimiter:
@@ -197,11 +245,37 @@ class RedisLimiter:
     def _window_key(self, db_key: str) -> str:
         return self._key(db_key, "budget", "window")
 
+    def _read_key(self, db_key: str) -> str:
+        return self._key(db_key, "budget", "read")
+
+    def _stale_key(self, db_key: str) -> str:
+        return self._key(db_key, "budget", "stale")
+
+    def _claim_key(self, db_key: str) -> str:
+        return self._key(db_key, "budget", "claim")
+
+    def _keep_seconds(self) -> int:
+        # Redis only collects the keys; the lifetime is checked on our clock (docstring).
+        return max(1, int(2 * self.threshold_ttl))
+
     # --- threshold ---------------------------------------------------------------------------
 
     def threshold_known(self, db_key: str) -> bool:
+        """False when the caller should read ThresholdInformation now: none cached, or the
+        cached one is due (older than ``threshold_ttl``, or marked near the budget) and this
+        caller won the claim to re-read it."""
         try:
-            return bool(self.redis.exists(self._limit_key(db_key)))
+            return bool(
+                self._threshold_known(
+                    keys=[
+                        self._limit_key(db_key),
+                        self._read_key(db_key),
+                        self._stale_key(db_key),
+                        self._claim_key(db_key),
+                    ],
+                    args=[self.clock(), self.threshold_ttl, self.threshold_claim_seconds],
+                )
+            )
         except Exception as exc:
             raise _limiter_down(exc) from exc
 
@@ -209,10 +283,13 @@ class RedisLimiter:
         """Store our budget: ``floor(share * threshold)`` per ``timeframe`` minutes."""
         limit = math.floor(info.external_request_threshold * self.budget_share)
         window = max(1, info.request_threshold_timeframe or 60)
+        keep = self._keep_seconds()
         try:
             pipe = self.redis.pipeline()
-            pipe.set(self._limit_key(db_key), limit, ex=max(1, int(self.threshold_ttl)))
-            pipe.set(self._window_key(db_key), window, ex=max(1, int(self.threshold_ttl)))
+            pipe.set(self._limit_key(db_key), limit, ex=keep)
+            pipe.set(self._window_key(db_key), window, ex=keep)
+            pipe.set(self._read_key(db_key), repr(self.clock()), ex=keep)
+            pipe.delete(self._stale_key(db_key), self._claim_key(db_key))
             pipe.execute()
         except Exception as exc:
             raise _limiter_down(exc) from exc
@@ -237,6 +314,8 @@ class RedisLimiter:
                     slot_key or self._key(db_key, "slots", "-"),
                     self._limit_key(db_key),
                     self._window_key(db_key),
+                    self._read_key(db_key),
+                    self._stale_key(db_key),
                 ],
                 args=[
                     now,
@@ -248,6 +327,9 @@ class RedisLimiter:
                     minute,
                     self._key(db_key, "budget", "m", ""),
                     120,
+                    self.threshold_recheck_share,
+                    self.threshold_recheck_after,
+                    self._keep_seconds(),
                 ],
             )
         except Exception as exc:

@@ -14,13 +14,16 @@ within sync,default) runs the threads pool (`SYNC_THREADS` threads unless `concu
 otherwise), any other the prefork pool. With threads the pool is the worker process itself:
 `pool_children()` is [the worker's pid] and losing "the pool child" loses the whole worker.
 Tests of the prefork child's loss (task_reject_on_worker_lost: redelivered at once, the worker
-survives) ask for `pool="prefork"`.
+survives) ask for `pool="prefork"`. `hostname="w1@host-a"` passes `-n`, as separate hosts
+would have their own (tests/sync/test_scale_out.py); `finished_runs()` reads which runs this
+worker finished from its log (sync/tasks.py logs "sync run N finished" at INFO).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,7 +56,10 @@ def default_pool(queues: str) -> str:
 
 
 def worker_args(
-    queues: str = "sync,default", concurrency: int | None = None, pool: str | None = None
+    queues: str = "sync,default",
+    concurrency: int | None = None,
+    pool: str | None = None,
+    hostname: str | None = None,
 ) -> list[str]:
     pool = pool or default_pool(queues)
     if concurrency is None:
@@ -62,6 +68,8 @@ def worker_args(
     args[args.index("-Q") + 1] = queues
     args[args.index("-P") + 1] = pool
     args[args.index("-c") + 1] = str(concurrency)
+    if hostname is not None:
+        args += ["-n", hostname]
     return args
 
 
@@ -154,10 +162,12 @@ class Worker:
         queues: str = "sync,default",
         concurrency: int | None = None,
         pool: str | None = None,
+        hostname: str | None = None,
     ):
         self.env = env
         self.log_path = log_path
-        self.args = worker_args(queues, concurrency, pool)
+        self.hostname = hostname
+        self.args = worker_args(queues, concurrency, pool, hostname)
         self.pool = self.args[self.args.index("-P") + 1]
         self.concurrency = int(self.args[self.args.index("-c") + 1])
         self.proc: subprocess.Popen | None = None
@@ -187,6 +197,10 @@ class Worker:
         if since_start:
             data = data[self.log_offset :]
         return data.decode(errors="replace")
+
+    def finished_runs(self) -> list[int]:
+        """Ids of the sync runs this worker finished, in order (from its whole log)."""
+        return [int(m) for m in re.findall(r"sync run (\d+) finished", self.log())]
 
     @property
     def pid(self) -> int:

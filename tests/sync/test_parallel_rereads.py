@@ -10,12 +10,10 @@ drift in both (paid, voided, deleted in Autotask).
 
 from __future__ import annotations
 
-import secrets
 import time
 from datetime import date
 
 import pytest
-from django.conf import settings
 
 from invoices.models import Invoice
 from sandbox.state import SandboxDatabase
@@ -24,7 +22,7 @@ from sync import rereads as rereads_module
 from sync.models import ChangeLogEntry, SyncRun
 from sync.services.runs import execute_run, sync_run_create
 from tests.harness.sandbox import reopen_paid_invoices
-from tests.harness.sync import connect_to
+from tests.harness.sync import connect_to, sandbox_database
 
 from .concurrency_probe import ConcurrencyProbe
 
@@ -36,14 +34,9 @@ MOMENTS = {"voided_at", "missing_in_autotask_since"}
 
 
 def database(name: str) -> SandboxDatabase:
-    return SandboxDatabase(
-        username=f"{name}@sandbox.test",
-        secret=f"sandbox-secret-{secrets.token_hex(8)}",
-        integration_code=settings.AUTOTASK_INTEGRATION_CODE,
-        seed=7,
-        companies=20,
-        invoices=INVOICES,
-        switches={"invoice_delete": True},  # an invoice gone from Autotask: flagged missing
+    # an invoice gone from Autotask: flagged missing
+    return sandbox_database(
+        name, seed=7, companies=20, invoices=INVOICES, switches={"invoice_delete": True}
     )
 
 

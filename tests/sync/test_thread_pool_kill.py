@@ -13,18 +13,16 @@ limiter's slots, shared by the threads); each page was fetched at most twice.
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from invoices.models import Invoice
 from sandbox.state import SandboxDatabase
 from sync.models import ChangeLogEntry, SyncRun
 from sync.services import leases, reaper
-from tests.harness.sync import connect_to
+from tests.harness.sync import connect_to, sandbox_database
 from tests.harness.workers import Worker, wait_for, worker_environment
 
 from .concurrency_probe import ConcurrencyProbe
@@ -39,14 +37,8 @@ WAIT = 120
 
 
 def database(i: int) -> SandboxDatabase:
-    return SandboxDatabase(
-        username=f"fleet-{i}@sandbox.test",
-        secret=f"sandbox-secret-{secrets.token_hex(8)}",
-        integration_code=settings.AUTOTASK_INTEGRATION_CODE,
-        seed=i + 1,
-        companies=30,
-        invoices=INVOICES,
-        latency_ms=LATENCY_MS,
+    return sandbox_database(
+        f"fleet-{i}", seed=i + 1, companies=30, invoices=INVOICES, latency_ms=LATENCY_MS
     )
 
 

@@ -5,7 +5,8 @@ prefork pool where a pool child is killed) on the test database, the test Redis
 (test profile: 20 s visibility timeout, restore every 5 s) and the in-process sandbox. The run
 is enqueued with `run_sync.delay` by the Connect service; the pool child is killed at ~30 % and
 again at ~60 % of 20,000 invoices (CQ-2; the whole worker once at ~30 %, CQ-3), and the run must
-end with every invoice once, no duplicate change-log row, and each page fetched at most twice.
+end with every invoice once, no duplicate change-log row, and no more page reads than the
+pages in flight or read ahead at each kill (committed ones are not read again).
 
 Resume time is printed, not asserted (timings depend on the machine): run with `-s`. After a
 pool child's SIGKILL the task is redelivered at once and retried when the dead owner's lease is
@@ -25,6 +26,7 @@ from django.utils import timezone
 from invoices.models import Invoice
 from sync.models import ChangeLogEntry, SyncRun
 from sync.services import leases, reaper
+from sync.tuning import RANGE_DEPTH
 from tests.harness.workers import Worker, wait_for, worker_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -116,7 +118,7 @@ def wait_finished(run) -> SyncRun:
     return run
 
 
-def assert_complete(partner, server, run):
+def assert_complete(partner, server, run, kills):
     assert run.status == SyncRun.Status.SUCCEEDED, (run.error_kind, run.error_message)
     invoices = invoices_of(partner)
     assert invoices.count() == settled_count(server.db)
@@ -125,14 +127,19 @@ def assert_complete(partner, server, run):
     keys = list(changes.values_list("record_type", "record_id", "field", "new_value"))
     assert len(keys) == len(set(keys))
     assert changes.count() == 0  # an initial sync changes nothing it created
-    # Each page fetched at most twice (the page in flight at the kill is read again).
+    # Read in id ranges (issue 19, sync/ranges.py): up to 2 pages more for the bounded ranges'
+    # ends, and per kill the pages read but not yet committed (the one being written, and those
+    # in flight or read ahead: at most RANGE_DEPTH) are read again; committed ones never are.
+    # Pages answered: the dead worker's held requests keep the sandbox's 3 Invoices slots busy
+    # for a while, so some of the resumed run's first requests are refused (thread limit) and
+    # retried by the client.
     pages = [
         e
-        for e in server.db.requests(entity="Invoices", method="POST")
+        for e in server.db.requests(entity="Invoices", method="POST", status=200)
         if "/query" in e["path"] and "/count" not in e["path"]
     ]
     expected = -(-invoices.count() // 500)
-    assert expected <= len(pages) <= expected + 2, len(pages)  # ≤ 1 re-read per kill
+    assert expected <= len(pages) <= expected + 2 + kills * (RANGE_DEPTH + 1), len(pages)
 
 
 def test_sigkilled_pool_child_task_is_redelivered_and_the_run_resumes(
@@ -159,7 +166,7 @@ def test_sigkilled_pool_child_task_is_redelivered_and_the_run_resumes(
         print(f"\nCQ-2 pool child killed at {written} of {INVOICES} invoices: resumed after "
               f"{resumed_after:.1f} s (lease {WORKER_LEASE_SECONDS} s)")  # fmt: skip
     print(f"CQ-2 done {total:.1f} s after the second kill, attempts {run.attempts}")
-    assert_complete(partner_a, server, run)
+    assert_complete(partner_a, server, run, kills=2)
     assert run.attempts == 3  # the first attempt and the two after each lost worker
     log = worker.log()
     assert log.count("WorkerLostError") >= 2
@@ -191,6 +198,6 @@ def test_whole_worker_killed_restarted_and_the_reaper_resumes_the_run(
     total = time.monotonic() - killed_at
     print(f"\nCQ-3 worker killed at {stuck} invoices, restarted: resumed after "
           f"{resumed_after:.1f} s, done {total:.1f} s after the kill")  # fmt: skip
-    assert_complete(partner_a, server, run)
+    assert_complete(partner_a, server, run, kills=1)
     assert run.attempts == 2
     assert total <= WAIT

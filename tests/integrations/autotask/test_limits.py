@@ -192,3 +192,73 @@ def test_redis_down_is_a_transient_error(make_client, fake):
         client.get_invoice(1)
     assert info.value.kind == "limiter"
     assert "Secret" not in str(info.value)
+
+
+# --- how long the threshold is believed (limits.py docstring, issue 19) -----------------------
+
+
+def test_threshold_outlives_hourly_syncs_and_is_reread_after_a_day(
+    make_client, fake, make_limiter, clock, redis_client
+):
+    limiter = make_limiter(clock=clock)
+    fake.api("GET", "ThresholdInformation", (200, {}, threshold(10_000)))
+    fake.api("GET", r"Invoices/\d+", (200, {}, {"item": invoice(1)}))
+    client = make_client(limiter=limiter)
+    client.check_connection()  # Connect reads it
+    assert redis_client.ttl(limiter._limit_key(client.db_key)) > 24 * 3600  # Redis keeps it
+    for _hour in range(23):  # an hourly sync a day finds it cached
+        clock.now += 3600
+        make_client(limiter=limiter).get_invoice(1)
+    assert len(fake.calls("GET", "ThresholdInformation")) == 1
+    clock.now += 3600  # 24 h after the read: the next request reads it again, once
+    make_client(limiter=limiter).get_invoice(1)
+    make_client(limiter=limiter).get_invoice(1)
+    assert len(fake.calls("GET", "ThresholdInformation")) == 2
+    assert len(fake.calls("GET", "Invoices/1")) == 25
+
+
+def test_threshold_is_reread_early_when_our_count_nears_the_budget(
+    make_client, fake, make_limiter, clock
+):
+    limiter = make_limiter(budget_share=0.5, clock=clock)  # recheck at 80 %, once per 10 min
+    answers = [(200, {}, threshold(20)), (200, {}, threshold(200))]  # the tenant's was raised
+    fake.api("GET", "ThresholdInformation", lambda s, m: answers.pop(0))
+    fake.api("GET", r"Invoices/\d+", (200, {}, {"item": invoice(1)}))
+    client = make_client(limiter=limiter)
+    client.check_connection()  # our budget: 10 an hour; 1 used
+    for _ in range(7):  # 8 of 10: near, but read a moment ago, so not again
+        client.get_invoice(1)
+    assert len(fake.calls("GET", "ThresholdInformation")) == 1
+    clock.now += 601  # the same rolling hour, 10 min after the read
+    client.get_invoice(1)  # 9 of 10: marks the threshold for a re-read
+    assert len(fake.calls("GET", "ThresholdInformation")) == 1
+    for _ in range(10):  # the re-read (10 of 10) finds 100: these all go through
+        client.get_invoice(1)
+    assert len(fake.calls("GET", "ThresholdInformation")) == 2
+    assert len(fake.calls("GET", "Invoices/1")) == 18
+    assert limiter.usage([client.db_key])[client.db_key] == (20, 100)
+
+
+def test_a_low_count_never_rereads_before_the_day(make_limiter, clock):
+    limiter = make_limiter(budget_share=0.5, clock=clock)
+    limiter.set_threshold("ci:11", ThresholdInfo(1_000, 60, 0))
+    for _ in range(399):  # 399 of 500: under 80 %
+        clock.now += 30
+        limiter.charge("ci:11")
+    assert limiter.threshold_known("ci:11")
+
+
+def test_one_worker_rereads_a_due_threshold_the_others_keep_the_cached_budget(make_limiter, clock):
+    limiter_a = make_limiter(budget_share=0.5, clock=clock)
+    limiter_b = RedisLimiter(limiter_a.redis, key_prefix=limiter_a.key_prefix, clock=clock)
+    limiter_a.set_threshold("ci:12", ThresholdInfo(10, 60, 0))
+    assert limiter_a.threshold_known("ci:12") and limiter_b.threshold_known("ci:12")
+    clock.now += 24 * 3600
+    assert not limiter_b.threshold_known("ci:12")  # b reads ThresholdInformation
+    assert limiter_a.threshold_known("ci:12")  # a goes on meanwhile, still under the budget
+    assert [limiter_a.charge("ci:12") for _ in range(5)] == [1, 2, 3, 4, 5]
+    with pytest.raises(AutotaskBudgetExhausted):
+        limiter_a.charge("ci:12")
+    limiter_b.set_threshold("ci:12", ThresholdInfo(100, 60, 0))
+    assert limiter_a.threshold_known("ci:12") and limiter_b.threshold_known("ci:12")
+    assert limiter_a.charge("ci:12") == 6
