@@ -11,7 +11,6 @@ fails the run, pauses the connection and sends nothing more.
 from __future__ import annotations
 
 import threading
-
 from datetime import timedelta
 
 import pytest
