@@ -28,23 +28,55 @@ _PATTERNS = [
         r"([^\s\"',;}]+)"
     ),
 ]
+_KEY = 4  # every registered value is at least this long; they are indexed by their first 4
 _registered: set[str] = set()
+# First _KEY characters -> the registered values starting with them, longest first. A worker
+# serving thousands of partners registers thousands of secrets: a record is scanned once, one
+# dictionary look-up per position, whatever their number (no per-record sort or per-value scan).
+_by_prefix: dict[str, tuple[str, ...]] = {}
 _registered_lock = threading.Lock()
 
 
 def register_secret(value: str | None) -> None:
     """Mask this exact value (and its common encodings) in every later log record."""
-    if not value or len(value) < 4:
+    if not value or len(value) < _KEY:
         return
     forms = {value, quote(value, safe=""), base64.b64encode(value.encode()).decode()}
     with _registered_lock:
-        _registered.update(forms)
+        new = forms - _registered
+        if not new:
+            return
+        _registered.update(new)
+        for form in new:
+            key = form[:_KEY]
+            same = {*_by_prefix.get(key, ()), form}
+            _by_prefix[key] = tuple(sorted(same, key=len, reverse=True))
+
+
+def _mask_registered(text: str) -> str:
+    """Each registered value in `text` replaced by MASK, the longest one where several start
+    at the same place, scanning left to right (a masked span is not looked into again)."""
+    index = _by_prefix  # read without the lock: a dict look-up is atomic
+    if not index:
+        return text
+    hits = [i for i in range(len(text) - _KEY + 1) if text[i : i + _KEY] in index]
+    parts, start = [], 0
+    for i in hits:
+        if i < start:  # inside a span masked already
+            continue
+        for value in index.get(text[i : i + _KEY], ()):
+            if text.startswith(value, i):
+                parts += [text[start:i], MASK]
+                start = i + len(value)
+                break
+    if not parts:
+        return text
+    parts.append(text[start:])
+    return "".join(parts)
 
 
 def mask_secrets(text: str) -> str:
-    for value in sorted(_registered, key=len, reverse=True):
-        if value in text:
-            text = text.replace(value, MASK)
+    text = _mask_registered(text)
     for pattern in _PATTERNS:
         if pattern.groups == 2:
             text = pattern.sub(lambda m: m.group(1) + MASK, text)

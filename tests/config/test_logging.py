@@ -16,6 +16,37 @@ def test_registered_secret_is_masked_in_plain_and_encoded_forms():
     assert masked.count("[REDACTED]") == 3
 
 
+def test_masking_with_thousands_of_registered_secrets():
+    """A sync worker registers every partner's secrets (issue 19: thousands). Each is still
+    masked wherever it appears; where two start at the same place the longer wins; text that
+    holds none comes back as it was."""
+    import base64
+    import random
+    import string
+
+    rng = random.Random(19)
+    alphabet = string.ascii_letters + string.digits + "+/=-_"
+    others = ["".join(rng.choices(alphabet, k=rng.randint(8, 40))) for _ in range(5000)]
+    for value in others:
+        register_secret(value)
+    short, longer = "FLEET-4a7c-key", "FLEET-4a7c-key-and-more"
+    register_secret(short)
+    register_secret(longer)
+    picked = rng.sample(others, 20)
+    text = (
+        " | ".join(picked)
+        + f" {longer} {short}{short}. {base64.b64encode(short.encode()).decode()}"
+    )
+    masked = mask_secrets(text)
+    for value in [*picked, short, longer]:
+        assert value not in masked
+    assert "-and-more" not in masked  # the longer value, not the shorter plus a leaked tail
+    assert masked.count("[REDACTED]") == len(picked) + 4
+    assert masked.endswith("[REDACTED][REDACTED]. [REDACTED]")
+    plain = "sync run 12 finished: succeeded (3 requests, 0 created)"
+    assert mask_secrets(plain) == plain
+
+
 def test_secret_looking_values_are_masked():
     text = (
         "Secret: abcdef123 password=hunter22 token='tok123' "
