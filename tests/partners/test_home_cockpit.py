@@ -54,6 +54,8 @@ def test_totals_are_the_partners_own_per_currency(partner_a, books):
     assert outstanding == {"USD": (Decimal("300.00"), 2), "EUR": (Decimal("40.00"), 1)}
     overdue = {m.currency: (m.amount, m.count) for m in o.overdue}
     assert overdue == {"USD": (Decimal("200.00"), 1), "EUR": (Decimal("40.00"), 1)}
+    assert [m.currency for m in o.outstanding] == ["USD", "EUR"]  # the largest amount first
+    assert [m.currency for m in o.overdue] == ["USD", "EUR"]
     assert {m.currency: m.amount for m in o.this_month} == {"USD": Decimal("50.00")}
     assert o.chart_currency == "USD"
     assert len(o.bars) == 6 and o.bars[-1].amount == Decimal("50.00")
@@ -61,6 +63,19 @@ def test_totals_are_the_partners_own_per_currency(partner_a, books):
     assert o.bars[-1].height == 100
     assert {b.label: b.amount for b in o.bars}[earlier] == Decimal("10.00")
     assert [p.amount for p in o.recent_payments] == [Decimal("50.00"), Decimal("10.00")]
+
+
+def test_overdue_leaves_out_a_currency_with_nothing_past_due(partner_a, make_invoice):
+    today = timezone.localdate()
+    make_invoice(partner_a, total="70.00", currency="GBP", due_date=today + timedelta(days=1))
+    make_invoice(partner_a, total="30.00", currency="USD", due_date=today - timedelta(days=1))
+    make_invoice(partner_a, total="500.00", currency="USD", due_date=today)  # due today: not past
+    o = partner_overview(partner=partner_a)
+    assert [(m.currency, m.amount, m.count) for m in o.outstanding] == [
+        ("USD", Decimal("530.00"), 2),
+        ("GBP", Decimal("70.00"), 1),
+    ]
+    assert [(m.currency, m.amount, m.count) for m in o.overdue] == [("USD", Decimal("30.00"), 1)]
 
 
 def test_getting_started_until_connected_and_paid_once(client_a, partner_a, make_invoice):

@@ -400,13 +400,20 @@ def test_sy6_writeback_under_faults_two_relays_one_sigkilled(partner_a, sy6_env,
     # --- Autotask's side: the PATCHes -------------------------------------------------------
     ours = set(expected)
     by_invoice: dict[int, list[dict]] = defaultdict(list)
+    cut = []  # requests of the SIGKILLed relay that got out with their headers only
     for entry in db.requests(entity="Invoices", method="PATCH"):
         body = entry.get("body") or {}
+        if not body:
+            cut.append(entry)
+            continue
         assert body.get("id") in ours, body
         end = parse_ts(entry["timestamp"])
         by_invoice[body["id"]].append(
             {**entry, "start": end - entry["duration_ms"] / 1000, "end": end}
         )
+    # A SIGKILL can cut a PATCH after its headers: the sandbox read no body and changed nothing.
+    assert len(cut) <= 2, cut  # at most one per process of the killed relay's pool (-c 2)
+    assert not [e for e in cut if e["status"] is not None and 200 <= e["status"] < 300], cut
     per_writeback: dict[tuple, dict] = defaultdict(lambda: {"ok": 0, "failed": []})
     overlaps, early = [], []
     for at_id, entries in by_invoice.items():
