@@ -39,8 +39,8 @@ _registered_lock = threading.Lock()
 
 def register_secret(value: str | None) -> None:
     """Mask this exact value (and its common encodings) in every later log record."""
-    if not value or len(value) < _KEY:
-        return
+    if not value or len(value) < _KEY or value in _registered:
+        return  # registered already (every run decrypts its partner's secrets again)
     forms = {value, quote(value, safe=""), base64.b64encode(value.encode()).decode()}
     with _registered_lock:
         new = forms - _registered
