@@ -30,7 +30,9 @@ invoice's outbox row, X the paidDate we last wrote (`W.autotask_paid_date`) and 
    (`replacement_propose`, also after each successful sync: the replacement may arrive in a
    later page or run). Moving them is one audited action (`ledger.payments_move`); the
    write-back then follows the new invoice. A write-back not yet sent for the voided invoice is
-   cancelled: a voided invoice's paidDate is never written.
+   cancelled: a voided invoice's paidDate is never written. So a read of a voided invoice
+   records no paidDate drift (Autotask may clear or change a voided invoice's paidDate; only
+   the void matters) and resolves any it had: the drift report shows it once, as voided.
 
 Drift is about the latest read: a later read that no longer contradicts the ledger (it agrees,
 or it shows a date Autotask set itself) resolves the invoice's open paidDate drift. So a read
@@ -150,12 +152,18 @@ def reconcile_invoice_rows(*, partner, rows: list[dict], run=None, now=None) -> 
                 # read no longer contradicts our ledger, so paidDate drift of it is over.
                 settled_ok.append(mine["id"])
     for row, mine, reason in drifts:
-        _record_drift(partner, row, mine, reason, run=run, now=now)
+        if not row.get("voided"):  # a void supersedes the paidDate (voided after payment)
+            _record_drift(partner, row, mine, reason, run=run, now=now)
         row[FIELD] = mine[FIELD]  # never adopted
-    if settled_ok:
+    # A voided invoice's paidDate is no longer ours to write (its write-backs are cancelled):
+    # paidDate drift of it is over, whatever Autotask shows (e.g. cleared after the void).
+    voided = [
+        local[r["autotask_id"]]["id"] for r in rows if r.get("voided") and r["autotask_id"] in local
+    ]
+    if settled_ok or voided:
         ReconciliationDrift.objects.for_partner(partner).filter(
-            Q(invoice_id__in=settled_ok, reason__in=PAID_DATE_REASONS)
-            | Q(invoice_id__in=applied, reason=Reason.WRITEBACK_NOT_APPLIED),
+            Q(invoice_id__in=[*settled_ok, *voided], reason__in=PAID_DATE_REASONS)
+            | Q(invoice_id__in=[*applied, *voided], reason=Reason.WRITEBACK_NOT_APPLIED),
             resolved_at__isnull=True,
         ).update(resolved_at=now)
     return rows

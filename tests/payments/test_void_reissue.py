@@ -135,6 +135,34 @@ def test_voided_after_payment_is_flagged_replacement_proposed_and_payments_moved
     assert f"Payment moved to invoice {replacement.number}" in titles
 
 
+def test_a_void_supersedes_paid_date_drift(partner_a, synced, unpaid_run):
+    """Autotask clears the paidDate we wrote (drift), then voids the invoice, and clears its
+    paidDate again after the void: the drift report shows the invoice once, as voided after
+    payment; the paidDate drift is resolved and no new one is recorded."""
+    db, (invoice, *_) = synced
+    pay_in_full(partner_a, invoice)
+    assert [r.outcome for r in writeback_drain(partner=partner_a)] == ["sent"]
+    db.set_invoice_paid_date(invoice.autotask_id, None)
+    unpaid_run()
+    cleared = ReconciliationDrift.Reason.PAID_DATE_CLEARED
+    before = ReconciliationDrift.objects.get(partner=partner_a, invoice=invoice, reason=cleared)
+    assert before.resolved_at is None
+
+    db.set_invoice_paid_date(invoice.autotask_id, at_paid_date(db, invoice) or "2026-01-05")
+    reissue(db, invoice)
+    db.set_invoice_paid_date(invoice.autotask_id, None)  # cleared again, after the void
+    unpaid_run()
+    before.refresh_from_db()
+    assert before.resolved_at is not None
+    assert not ReconciliationDrift.objects.filter(
+        partner=partner_a, invoice=invoice, reason=cleared, resolved_at__isnull=True
+    ).exists()
+    assert open_voided_drift(partner_a, invoice).exists()
+    assert [(e.invoice, e.reason) for e in drift_report(partner=partner_a)] == [
+        (invoice.pk, VOIDED)
+    ]
+
+
 def test_void_with_a_write_back_not_yet_sent_cancels_it(partner_a, synced, unpaid_run):
     db, (invoice, *_) = synced
     pay_in_full(partner_a, invoice)
