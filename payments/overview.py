@@ -82,17 +82,17 @@ class Overview:
         return not all(step.done for step in self.steps)
 
 
-def _money(rows, key: str = "total") -> list[Money]:
+def _money(rows, key: str = "total", n: str = "n") -> list[Money]:
+    """Per currency, the largest amount first; currencies with no row counted are left out."""
     # Quantized: SQLite (the development database) sums decimals with float noise.
-    return [
+    money = [
         Money(
-            currency=r["currency"] or "—",
-            amount=Decimal(r[key] or 0).quantize(CENTS),
-            count=r["n"],
+            currency=r["currency"] or "—", amount=Decimal(r[key] or 0).quantize(CENTS), count=r[n]
         )
         for r in rows
-        if r["n"]
+        if r[n]
     ]
+    return sorted(money, key=lambda m: m.amount, reverse=True)
 
 
 def _next_scheduled(partner_id: int, period: timedelta, now: datetime) -> datetime:
@@ -134,14 +134,8 @@ def partner_overview(*, partner, now: datetime | None = None) -> Overview:
             overdue_n=Count("id", filter=past_due),
         )
     )
-    outstanding = _money(sorted(open_rows, key=lambda r: r["total"] or 0, reverse=True))
-    overdue = _money(
-        sorted(
-            ({**r, "total": r["overdue_total"], "n": r["overdue_n"]} for r in open_rows),
-            key=lambda r: r["total"] or 0,
-            reverse=True,
-        )
-    )
+    outstanding = _money(open_rows)
+    overdue = _money(open_rows, "overdue_total", "overdue_n")
 
     succeeded = Payment.objects.for_partner(partner).filter(status=PaymentStatus.SUCCEEDED)
     months = _months_back(today, CHART_MONTHS)
@@ -154,13 +148,7 @@ def partner_overview(*, partner, now: datetime | None = None) -> Overview:
         .annotate(total=Sum("amount"), n=Count("id"))
     ]
     # This month's payments are the chart's last month (one query for both).
-    this_month = _money(
-        sorted(
-            (r for r in by_month if r["month"] == months[-1]),
-            key=lambda r: r["total"] or 0,
-            reverse=True,
-        )
-    )
+    this_month = _money(r for r in by_month if r["month"] == months[-1])
     # One chart, in the currency with the most money over the period.
     per_currency: dict[str, Decimal] = {}
     for r in by_month:
