@@ -36,6 +36,7 @@ from .selectors import (
     OPEN_STATES,
     capped_totals,
     invoice_list,
+    sort_the_range,
     with_duplicate_flag,
 )
 
@@ -109,6 +110,9 @@ class InvoiceListView(PartnerPageView):
         # Count and totals in one statement over at most LIST_CAP + 1 rows (selectors.py).
         totals, complete = capped_totals(qs)
         count = sum(t["n"] for t in totals) if complete else LIST_CAP
+        ranged = INVOICE_DATE_FIELDS[values["dates"]]
+        if complete and dates.active and sort.order_by[0].lstrip("-") != ranged:
+            qs = sort_the_range(qs, sort.order_by)  # a date range read through its own index
         page = CappedPaginator(
             with_duplicate_flag(qs, self.partner), 50, count=count, capped=not complete
         ).get_page(g.get("page"))

@@ -5,40 +5,18 @@ btree_gin are trusted extensions (PostgreSQL 13+): the database owner may create
 The SQLite development path (bin/run) gets the plain b-tree indexes (no CONCURRENTLY, no
 covering columns) and no trigram index: the operations below fall back there."""
 
-from django.contrib.postgres.operations import (
-    AddIndexConcurrently,
-    RemoveIndexConcurrently,
-)
 from django.db import migrations, models
 
-
-def _on_postgresql(schema_editor) -> bool:
-    return schema_editor.connection.vendor == "postgresql"
-
-
-class AddIndexConcurrentlyOnPostgres(AddIndexConcurrently):
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        op = super() if _on_postgresql(schema_editor) else super(AddIndexConcurrently, self)
-        op.database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        op = super() if _on_postgresql(schema_editor) else super(AddIndexConcurrently, self)
-        op.database_backwards(app_label, schema_editor, from_state, to_state)
-
-
-class RemoveIndexConcurrentlyOnPostgres(RemoveIndexConcurrently):
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        op = super() if _on_postgresql(schema_editor) else super(RemoveIndexConcurrently, self)
-        op.database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        op = super() if _on_postgresql(schema_editor) else super(RemoveIndexConcurrently, self)
-        op.database_backwards(app_label, schema_editor, from_state, to_state)
+from invoices.migrations._concurrently import (
+    AddIndexConcurrentlyOnPostgres,
+    RemoveIndexConcurrentlyOnPostgres,
+    on_postgresql,
+)
 
 
 def _postgres_sql(sql: str):
     def run(apps, schema_editor):
-        if _on_postgresql(schema_editor):
+        if on_postgresql(schema_editor):
             schema_editor.execute(sql)
 
     return run

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection, connections
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 
@@ -202,6 +203,33 @@ def test_export_marks_overdue_and_streams(client_a, partner_a):
     create_invoice(partner_a, number="LATE-1", due_date=date.today() - timedelta(days=3))
     rows = read_csv(client_a.get(reverse("invoices:export")))
     assert rows[1][0] == "LATE-1" and rows[1][9] == "Overdue"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("url", ["invoices:export", "customers:export", "payments:export"])
+def test_export_streams_its_cursor_without_hold(client_a, partner_a, url, monkeypatch):
+    """The rows come from a server-side cursor declared inside a transaction: PostgreSQL sends
+    the first rows at once, where a WITH HOLD cursor (autocommit) is computed to its end
+    first (config/listing.py). The transaction ends with the download."""
+    for n in range(3):
+        create_invoice(partner_a, number=f"S-{n}")
+    declared = []
+    wrapper = type(connections["default"])
+    original = wrapper.create_cursor
+
+    def create_cursor(self, name=None):
+        if name:
+            declared.append("with hold" if self.connection.autocommit else "in transaction")
+        return original(self, name)
+
+    monkeypatch.setattr(wrapper, "create_cursor", create_cursor)
+    response = client_a.get(reverse(url))
+    assert response.status_code == 200
+    assert declared == []  # nothing read before the body is
+    rows = read_csv(response)
+    assert len(rows) > 1 or url != "invoices:export"
+    assert declared == ["in transaction"]
+    assert not connection.in_atomic_block  # the transaction ended with the last row
 
 
 @pytest.mark.parametrize("evil", ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)"])
