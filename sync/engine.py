@@ -49,8 +49,9 @@ before its invoicing run is finished); the cursor stops at the settle cut-off so
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -100,6 +101,18 @@ log = logging.getLogger(__name__)
 
 # The customer's currency is synced too (issue 16); customers/services.py maps the rest.
 CUSTOMER_TRACKED = [*CUSTOMER_FIELDS, "currency"]
+
+
+def parse_page(record_type, items: list[dict]) -> list:
+    """Each item as a typed record, or the AutotaskResponseError saying why it is malformed.
+    No side effects: reader threads call it (`PhaseReads(prepare=…)`)."""
+    out: list = []
+    for item in items:
+        try:
+            out.append(record_type.from_api(item))
+        except AutotaskResponseError as exc:
+            out.append(exc)
+    return out
 
 
 class LeaseLost(Exception):
@@ -294,6 +307,7 @@ class SyncEngine(RereadPhases):
                         ranges=self.cursor.get(f"{phase}_ranges"),
                         split=split,
                         page_size=PAGE_SIZE,
+                        prepare=functools.partial(parse_page, record_type),
                         name=f"autotask-prefetch-{phase}",
                     )
                 )
@@ -310,7 +324,7 @@ class SyncEngine(RereadPhases):
             if isinstance(event, SplitEvent):
                 self.cursor[f"{phase}_ranges"] = ranges = event.ranges
                 continue
-            records = self._parse_records(record_type, event.page.items)
+            records = self._parse_records(record_type, event.page.items, event.prepared)
             payload = before(records) if before else records  # may read Currencies: not here
             with transaction.atomic():
                 write(payload)
@@ -420,16 +434,18 @@ class SyncEngine(RereadPhases):
 
     # --- applying pages --------------------------------------------------------------------
 
-    def _parse_records(self, record_type, items: Iterable[dict]) -> list:
-        """Typed records; a malformed one is skipped with its reason, the rest goes on."""
+    def _parse_records(self, record_type, items: list[dict], parsed: list | None = None) -> list:
+        """Typed records; a malformed one is skipped with its reason, the rest goes on.
+        `parsed`: `parse_page(record_type, items)`, when a reader thread parsed them already
+        (the initial sync: the writer thread is its bottleneck); counted here either way."""
         out = []
-        for item in items:
+        for result in parse_page(record_type, items) if parsed is None else parsed:
             self.counts["fetched"] += 1
-            try:
-                out.append(record_type.from_api(item))
-            except AutotaskResponseError as exc:
-                self._skip(f"malformed {record_type.ENTITY} record: {exc.message}"[:200])
+            if isinstance(result, AutotaskResponseError):
+                self._skip(f"malformed {record_type.ENTITY} record: {result.message}"[:200])
                 self.counts["failed"] += 1
+            else:
+                out.append(result)
         return out
 
     def _skip(self, reason: str, n: int = 1) -> None:
@@ -524,13 +540,14 @@ class SyncEngine(RereadPhases):
         return result
 
     def _apply_invoices(self, records: list[AutotaskInvoice]) -> None:
-        company_ids = {r.company_id for r in records}
+        company_ids = list({r.company_id for r in records})
         customers = {
             at_id: (pk, archived, currency)
             for at_id, pk, archived, currency in Customer.objects.for_partner(self.partner)
-            .filter(autotask_id__in=company_ids)
+            .filter(autotask_id__any=company_ids)
             .values_list("autotask_id", "id", "archived_at", "currency")
         }
+
         # An invoice takes its customer's currency. A customer without one (its company not
         # read since the currency existed here, or its currency unknown in Autotask): an
         # invoice here keeps its own, a new one is not created (never a guessed USD).
@@ -569,10 +586,6 @@ class SyncEngine(RereadPhases):
                 # Hidden, never created or rewritten; its paid/voided state still follows.
                 values[HOLD] = "customer archived here"
             rows.append(values)
-        # The reconciliation rule (payments registers it): what of each read may be adopted.
-        rows = hooks.reconcile_invoice_rows(
-            partner=self.partner, rows=rows, run=self.run, now=self.clock()
-        )
         result = upsert_page(
             model=Invoice,
             partner=self.partner,
@@ -584,6 +597,13 @@ class SyncEngine(RereadPhases):
             protect=protect_invoice,
             extra_on_create=lambda row: {"source": "autotask", "customer_id": row["customer_id"]},
             lifecycle_fields=LIFECYCLE_FIELDS,
+            # The reconciliation rule (payments registers it): what of each read of an invoice
+            # here may be adopted (one new here is adopted as read, the rule's rule 4).
+            adjust_existing=lambda known: hooks.reconcile_invoice_rows(
+                partner=self.partner, rows=known, run=self.run, now=self.clock()
+            ),
+            # The initial sync's pages are new: inserted first, the conflicts looked up.
+            insert_first=self.run.kind == SyncRun.Kind.INITIAL,
         )
         self._count(result)
 

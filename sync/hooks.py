@@ -45,7 +45,10 @@ def run_after_successful_sync(partner) -> None:
 # The sync reads Autotask; whether a read may be adopted depends on our own ledger (payments
 # and pending write-backs), which lives in payments, above the sync. Payments registers the
 # one reconciler (payments/services/reconcile.py) from PaymentsConfig.ready(); the engine calls
-# it on every page of invoices, inside the page's transaction, before the upsert. Unlike the
+# it on every page of invoices, inside the page's transaction, from the upsert, with the rows
+# whose invoice is here (locked by then, `upsert_page(adjust_existing=…)`): an invoice new here
+# is adopted as read (rule 4 of payments/services/reconcile.py), so a page of new invoices
+# costs it nothing. Unlike the
 # after-sync hooks a failing reconciler fails the page: a read must never be adopted unchecked.
 
 InvoiceReconciler = Callable[..., list[dict]]  # called as fn(partner=, rows=, run=, now=)

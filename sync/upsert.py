@@ -91,11 +91,21 @@ def upsert_page(
     extra_on_create: Callable[[dict], dict] | None = None,
     now: datetime | None = None,
     lifecycle_fields: tuple[str, ...] = (),
+    adjust_existing: Callable[[list[dict]], list[dict]] | None = None,
+    insert_first: bool = False,
 ) -> UpsertResult:
     """Upsert `rows` (dicts with `autotask_id` and every tracked field) for one partner.
 
     Must run inside a transaction (the caller commits the page with its cursor). `protect(obj)`
-    returns a reason to leave an existing row alone, or None.
+    returns a reason to leave an existing row alone, or None. `adjust_existing(rows)`: called
+    with the rows whose row exists here, once those are locked and before they are compared
+    (the invoices' reconciliation rule); returns them as they may be applied.
+
+    `insert_first` (pages expected to be new, e.g. the initial sync): the rows are inserted
+    first (`ON CONFLICT DO NOTHING`) and only those that conflict are locked and compared. Not
+    only a query less: the lookup of a page's ids, led by a partner whose rows PostgreSQL's
+    statistics do not know yet (a new partner), is planned as a walk of the partner's rows,
+    which grow with every page of the sync (quadratic; 7 ms a page at 10,000 rows).
     """
     now = now or timezone.now()
     result = UpsertResult()
@@ -105,20 +115,31 @@ def upsert_page(
     if not page:
         return result
 
-    existing = {
-        obj.autotask_id: obj
-        for obj in model.objects.select_for_update()
-        .filter(partner=partner, autotask_id__in=list(page))
-        .only(
-            "id",
-            "autotask_id",
-            "archived_at",
-            "autotask_fingerprint",
-            "missing_in_autotask_since",
-            *tracked_fields,
-            *_protect_fields(model),
-        )
-    }
+    if insert_first:
+        fresh = []
+        for autotask_id, row in page.items():
+            if not row.get(HOLD):  # a held row is never created
+                values = {name: row[name] for name in tracked_fields}
+                fresh.append(
+                    _new_row(
+                        partner, autotask_id, values, fingerprint(values), row, extra_on_create
+                    )
+                )
+        created_ids = dict(_insert_new(model, fresh, now)) if fresh else {}
+        result.ids_by_autotask_id.update(created_ids)
+        result.created += len(created_ids)
+        page = {k: row for k, row in page.items() if k not in created_ids}
+        if not page:
+            return result
+
+    existing = lock_existing(
+        model=model, partner=partner, autotask_ids=list(page), tracked_fields=tracked_fields
+    )
+    if adjust_existing is not None:
+        known = [row for k, row in page.items() if k in existing]
+        if known:
+            for row in adjust_existing(known):
+                page[row["autotask_id"]] = row
 
     to_create, to_update, changes = [], [], []
     update_fields: set[str] = set()
@@ -130,16 +151,7 @@ def upsert_page(
             result.skip(row[HOLD])
             continue
         if obj is None:
-            extra = extra_on_create(row) if extra_on_create else {}
-            to_create.append(
-                {
-                    "partner_id": partner.pk,
-                    "autotask_id": autotask_id,
-                    "autotask_fingerprint": fp,
-                    **values,
-                    **extra,
-                }
-            )
+            to_create.append(_new_row(partner, autotask_id, values, fp, row, extra_on_create))
             continue
         result.ids_by_autotask_id[autotask_id] = obj.id
         hold = row.get(HOLD) or ("archived here" if obj.archived_at is not None else None)
@@ -228,6 +240,39 @@ def upsert_page(
     if changes:
         ChangeLogEntry.objects.bulk_create(changes, batch_size=1000)
     return result
+
+
+def _new_row(partner, autotask_id: int, values: dict, fp: str, row: dict, extra_on_create) -> dict:
+    extra = extra_on_create(row) if extra_on_create else {}
+    return {
+        "partner_id": partner.pk,
+        "autotask_id": autotask_id,
+        "autotask_fingerprint": fp,
+        **values,
+        **extra,
+    }
+
+
+def lock_existing(
+    *, model, partner, autotask_ids: list[int], tracked_fields: list[str]
+) -> dict[int, models.Model]:
+    """{autotask id: row} of the partner's rows with these ids, locked (`FOR UPDATE`, in id
+    order: two lockers of overlapping pages never wait on each other in a circle), with the
+    fields `upsert_page` compares. Must run inside the page's transaction."""
+    return {
+        obj.autotask_id: obj
+        for obj in model.objects.select_for_update()
+        .filter(partner=partner, autotask_id__any=autotask_ids)
+        .only(
+            "id",
+            "autotask_id",
+            "archived_at",
+            "autotask_fingerprint",
+            "missing_in_autotask_since",
+            *tracked_fields,
+            *_protect_fields(model),
+        )
+    }
 
 
 # Values psycopg2 adapts as they are: no per-value trip through Field.get_db_prep_save.

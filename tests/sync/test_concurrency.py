@@ -77,13 +77,13 @@ def pause_at_invoice_page(monkeypatch):
     pause = Pause()
     original = SyncEngine._parse_records
 
-    def parse(engine, record_type, items):
+    def parse(engine, record_type, items, *parsed):
         if record_type.ENTITY == "Invoices" and pause.page is not None:
             pause.seen += 1
             if pause.seen == pause.page:
                 pause.paused.set()
                 assert pause.go.wait(WAIT), "test never released the paused sync"
-        return original(engine, record_type, items)
+        return original(engine, record_type, items, *parsed)
 
     monkeypatch.setattr(SyncEngine, "_parse_records", parse)
 

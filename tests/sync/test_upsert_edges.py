@@ -27,7 +27,7 @@ from invoices.services import SYNCED_FIELDS, invoice_archive, protect_invoice
 from payments.services.ledger import payment_record
 from sandbox import wire
 from sync.models import ChangeLogEntry, SyncRun
-from sync.upsert import upsert_page
+from sync.upsert import HOLD, fingerprint, upsert_page
 
 pytestmark = pytest.mark.django_db
 
@@ -44,9 +44,10 @@ def _row(invoice: Invoice, **changes) -> dict:
     return {"autotask_id": invoice.autotask_id, "customer_id": invoice.customer_id, **values}
 
 
-def _upsert(partner, rows: list[dict], run=None):
+def _upsert(partner, rows: list[dict], run=None, **options):
     with transaction.atomic():
         return upsert_page(
+            **options,
             model=Invoice,
             partner=partner,
             rows=rows,
@@ -62,10 +63,14 @@ def _all_columns(invoice_id: int) -> dict:
     return Invoice.objects.filter(pk=invoice_id).values().get()
 
 
-def test_same_id_twice_in_one_page_is_upserted_once_last_version_wins(partner_a, connect, run_now):
+@pytest.mark.parametrize("insert_first", [False, True], ids=["lock_first", "insert_first"])
+def test_same_id_twice_in_one_page_is_upserted_once_last_version_wins(
+    partner_a, connect, run_now, insert_first
+):
     """Kills: plain `bulk_create(update_conflicts=True)` (the page fails with PostgreSQL 21000),
     and a dedupe that keeps the first occurrence instead of the last. Both paths: a new row
-    (insert) and an existing row (update)."""
+    (insert) and an existing row (update); both orders (the initial sync inserts first and
+    looks up only the conflicts)."""
     run_now(connect(partner_a).first_run)
     existing = Invoice.objects.filter(partner=partner_a, status=InvoiceStatus.OPEN).first()
     fresh_id = Invoice.objects.order_by("-autotask_id").first().autotask_id + 1000
@@ -81,7 +86,7 @@ def test_same_id_twice_in_one_page_is_upserted_once_last_version_wins(partner_a,
     ]
     run = SyncRun.objects.create(partner=partner_a, kind="initial", trigger="ops")
 
-    result = _upsert(partner_a, rows, run=run)
+    result = _upsert(partner_a, rows, run=run, insert_first=insert_first)
 
     assert (result.created, result.updated, result.unchanged) == (1, 1, 0)
     assert Invoice.objects.filter(partner=partner_a, autotask_id=fresh_id).count() == 1
@@ -224,3 +229,44 @@ def test_paid_here_keeps_its_payments_and_status_when_autotask_changes_the_amoun
         )
     )
     assert logged == {("total", str(new_partial_total)), ("due_date", "2031-06-30")}
+
+
+@pytest.mark.parametrize("insert_first", [False, True], ids=["lock_first", "insert_first"])
+def test_existing_rows_only_are_adjusted_and_held_rows_never_created(
+    partner_a, connect, run_now, insert_first
+):
+    """`adjust_existing` (the reconciliation rule) sees the rows that exist here, and what it
+    returns is what is compared; a held row that does not exist is never created; the
+    new row is created once with the fingerprint of its values. Same in both orders."""
+    run_now(connect(partner_a).first_run)
+    existing = Invoice.objects.filter(partner=partner_a, status=InvoiceStatus.OPEN).first()
+    top = Invoice.objects.order_by("-autotask_id").first().autotask_id
+    fresh = _row(existing, autotask_id=top + 1, number="N-1", autotask_invoice_number="N-1")
+    held = {**_row(existing, autotask_id=top + 2, number="H-1"), HOLD: "customer archived here"}
+    seen = []
+
+    def adjust(rows):
+        seen.append(sorted(r["autotask_id"] for r in rows))
+        return [{**r, "due_date": date(2032, 2, 2)} for r in rows]
+
+    changed = _row(existing, total=existing.total + 1)
+    result = _upsert(
+        partner_a,
+        [changed, fresh, held],
+        run=None,
+        adjust_existing=adjust,
+        insert_first=insert_first,
+    )
+
+    assert seen == [[existing.autotask_id]]
+    assert (result.created, result.updated) == (1, 1)
+    assert result.skipped == {"customer archived here": 1}
+    assert not Invoice.objects.filter(partner=partner_a, autotask_id=top + 2).exists()
+    existing.refresh_from_db()
+    assert existing.due_date == date(2032, 2, 2)  # what adjust returned was applied
+    assert existing.total == changed["total"]
+    created = Invoice.objects.get(partner=partner_a, autotask_id=top + 1)
+    assert created.autotask_fingerprint == fingerprint(
+        {name: fresh[name] for name in SYNCED_FIELDS}
+    )
+    assert set(result.ids_by_autotask_id) == {existing.autotask_id, top + 1}
