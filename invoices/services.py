@@ -64,8 +64,24 @@ def invoice_values_from_autotask(
     """Our columns from an Autotask invoice. ``currency`` is its customer's (Autotask invoices
     have no currency field: invoiceTotal is in the company's currency, API.md §10); the caller
     decides it and never passes a guess."""
+    check_currency(record.id, currency)
+    values = autotask_invoice_values(
+        record, identifier=identifier, payment_term_days=payment_term_days
+    )
+    values["currency"] = currency
+    return values
+
+
+def check_currency(autotask_id: int, currency: str) -> None:
     if len(currency or "") != 3:
-        raise ValueError(f"invoice {record.id}: no currency ({currency!r})")
+        raise ValueError(f"invoice {autotask_id}: no currency ({currency!r})")
+
+
+def autotask_invoice_values(
+    record: AutotaskInvoice, *, identifier: str, payment_term_days: dict[int, int]
+) -> dict:
+    """`invoice_values_from_autotask` but the currency (the customer's, which the caller adds
+    with `check_currency`): the sync computes this part off its writer thread."""
     if record.invoice_date_time is None:
         raise ValueError("invoiceDateTime is missing")
     # invoiceDateTime is a date in Autotask's UI: take its date part, no time-zone shift.
@@ -90,7 +106,6 @@ def invoice_values_from_autotask(
         "voided_at": record.voided_date if record.is_voided else None,
         "payment_term_id": record.payment_term,
         "autotask_created_at": record.create_date_time,
-        "currency": currency,
     }
 
 
@@ -120,7 +135,13 @@ def invoices_relabel(*, partner, identifier: str) -> int:
     )
 
 
-__all__ = ["SYNCED_FIELDS", "invoice_values_from_autotask", "invoices_relabel"]
+__all__ = [
+    "SYNCED_FIELDS",
+    "autotask_invoice_values",
+    "check_currency",
+    "invoice_values_from_autotask",
+    "invoices_relabel",
+]
 
 
 # --- archiving and invoices created here (R7, R9) ---------------------------------------------

@@ -6,14 +6,20 @@ the cursor of the range it came from. How the phase is read (the decision is doc
 sync/engine.py's docstring):
 
 1. Resumed with ranges in the cursor: one reader per range not done, from its `after`.
-2. Otherwise a probe: the query `id gt after` read page by page, PROBE_PAGES pages at most.
-   If it ends there, that was the whole phase (no extra request for a small phase). If the
-   probe's pages are not in ascending id order, the phase goes on as that one query to its end
-   (`ordered=False` on every page: the caller then does not move its resume cursor).
-3. Else one `query/count` of the rows after the probe, and `plan_ranges`: fewer than
-   SPLIT_MIN_PAGES pages left → the probe's query goes on alone (same requests as without the
-   count); else RANGE_READERS ranges over the ids after the probe, the last one open-ended
-   (`id gt x`), so an estimate that is off changes only the balance, never what is read.
+2. Otherwise a probe: the query `id gt after` read page by page, PROBE_PAGES pages at most
+   (`probe_pages`). If it ends there, that was the whole phase. If the probe's pages are not
+   in ascending id order, the phase goes on as that one query to its end (`ordered=False` on
+   every page: the caller then does not move its resume cursor).
+3. Else one `query/count`: of the rows after the probe, or (`count_ahead`) of the phase's rows,
+   asked at the probe's start on its own thread (a round earlier; one request more when the
+   phase ends within the probe). Then `plan_ranges`: fewer than `min_pages` (SPLIT_MIN_PAGES)
+   pages left → the probe's query goes on alone; else RANGE_READERS ranges over the ids after
+   the probe, the last one open-ended (`id gt x`), so an estimate that is off changes only the
+   balance, never what is read.
+
+Each page is handed over with `prepare(items)` running on one preparer thread (in arrival
+order; the caller takes the result with the event), so a reader sends its next request as soon
+as it has a page.
 
 Every request goes through the client, so through the limiter's slots: ≤ 3 in flight per
 endpoint per database whoever else reads it. At most `depth` (READ_AHEAD) pages are read (or
@@ -29,6 +35,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +102,7 @@ def ascending(ids: list[int], after: int | None) -> bool:
 class PageEvent:
     key: int | None  # the range's index; None = the phase's single query (probe and beyond)
     page: Any  # the client's Page (raw items)
-    prepared: Any  # what `prepare(items)` returned, computed on the reader's thread
+    prepared: Any  # what `prepare(items)` returned, computed off the writer's thread
     ids: list[int]
     ordered: bool  # ascending and above what this reader read before
     last: bool  # the range (or, key None, the phase) ends with this page
@@ -133,6 +140,8 @@ class PhaseReads:
         split_depth: int = RANGE_DEPTH,
         page_size: int = 500,
         probe_pages: int = PROBE_PAGES,
+        min_pages: int = SPLIT_MIN_PAGES,
+        count_ahead: bool = False,
         name: str = "autotask-prefetch",
     ):
         self.client = client
@@ -145,6 +154,8 @@ class PhaseReads:
         self.readers = readers
         self.page_size = page_size
         self.probe_pages = probe_pages
+        self.min_pages = min_pages
+        self.count_ahead = count_ahead
         self.name = name
         self._permits = threading.Semaphore(split_depth if ranges else depth)
         self._more_permits = max(0, split_depth - depth)  # given when the probe splits
@@ -153,6 +164,10 @@ class PhaseReads:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._entered = False
+        # `prepare` runs here, one page after the other in arrival order, so a reader sends its
+        # next request as soon as it has a page, not after preparing it: Autotask pages chain
+        # (nextPageUrl), and the preparing was a tenth of each reader's round (issue 19).
+        self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-prepare")
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -172,15 +187,16 @@ class PhaseReads:
         else:
             self._spawn(self._probe)
 
-    def _spawn(self, target, *args) -> None:
+    def _spawn(self, target, *args) -> bool:
         thread = threading.Thread(
             target=target, args=args, name=f"{self.name}-{len(self._threads)}", daemon=True
         )
         with self._lock:
             if self._stop.is_set():
-                return
+                return False
             self._threads.append(thread)
         thread.start()
+        return True
 
     def close(self) -> None:
         self._stop.set()
@@ -192,6 +208,7 @@ class PhaseReads:
             for thread in threads:
                 self._permits.release()  # wakes a reader waiting for a permit: it stops
                 thread.join(timeout=0.2)
+        self._preparer.shutdown(wait=True, cancel_futures=True)
         if self._entered:
             self._entered = False
             _fast_switch_exit()
@@ -203,6 +220,8 @@ class PhaseReads:
                 raise event
             if isinstance(event, PageEvent):
                 self._permits.release()  # taken: one more read may start
+                if isinstance(event.prepared, Future):
+                    event.prepared = event.prepared.result()  # raises what `prepare` raised
             yield event
 
     # --- readers ------------------------------------------------------------------------------
@@ -223,7 +242,7 @@ class PhaseReads:
         event = PageEvent(
             key=key,
             page=page,
-            prepared=self.prepare(page.items),
+            prepared=self._preparer.submit(self.prepare, page.items),
             ids=ids,
             ordered=ascending(ids, previous),
             last=page.next_page_url is None,
@@ -249,7 +268,36 @@ class PhaseReads:
         finally:
             pages.close()
 
+    def _count_ahead(self) -> Callable[[], int]:
+        """The count of the phase's rows, asked now on its own thread (next to the probe's
+        first page); the returned function waits for it (and raises what it raised)."""
+        box: dict = {}
+        done = threading.Event()
+
+        def count() -> None:
+            try:
+                box["n"] = self.client.count(
+                    self.entity, [*self.conditions, Q.gt("id", self.after)]
+                )
+            except BaseException as exc:  # handed to the probe
+                box["error"] = exc
+            finally:
+                done.set()
+
+        if not self._spawn(count):  # closing: the probe stops before it asks
+            box["error"] = RuntimeError("phase reads closed")
+            done.set()
+
+        def result() -> int:
+            done.wait()
+            if "error" in box:
+                raise box["error"]
+            return box["n"]
+
+        return result
+
     def _probe(self) -> None:
+        counted = self._count_ahead() if self.count_ahead and self.split else None
         pages = self.client.iter_pages(self.entity, self._query(self.after, None), parse=False)
         try:
             first_id, last_id, seen, ordered = None, self.after, 0, True
@@ -265,7 +313,10 @@ class PhaseReads:
             if not (self.split and ordered and first_id is not None):
                 self._drain(pages, None, last_id)  # the one query, to its end
                 return
-            remaining = self.client.count(self.entity, [*self.conditions, Q.gt("id", last_id)])
+            if counted is not None:  # every row after `after`, the probe's among them
+                remaining = max(0, counted() - seen)
+            else:
+                remaining = self.client.count(self.entity, [*self.conditions, Q.gt("id", last_id)])
             ranges = plan_ranges(
                 after=last_id,
                 first_id=first_id,
@@ -273,6 +324,7 @@ class PhaseReads:
                 remaining=remaining,
                 readers=self.readers,
                 page_size=self.page_size,
+                min_pages=self.min_pages,
             )
             if len(ranges) == 1:
                 self._drain(pages, None, last_id)  # not worth splitting: same requests

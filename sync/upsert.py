@@ -60,6 +60,32 @@ def fingerprint(values: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_HOLE = "\x00hole\x00"  # a value no Autotask field carries (NUL characters)
+_HOLE_TEXT = _ENCODE(_HOLE)
+
+
+def fingerprint_parts(values: dict, hole: str) -> tuple[bytes, bytes] | None:
+    """The bytes `fingerprint` hashes for `values`, split where `values[hole]` goes (its value
+    is ignored), so `fingerprint_filled(parts, v)` == `fingerprint({**values, hole: v})`: the
+    costly part (the JSON of every other value) can be computed before `v` is known. None if a
+    value contains the placeholder (the caller then computes `fingerprint` itself)."""
+    blob = _ENCODE(
+        {
+            k: _HOLE if k == hole else str(v) if isinstance(v, _AS_TEXT) else v
+            for k, v in values.items()
+        }
+    )
+    before, found, after = blob.partition(_HOLE_TEXT)
+    if not found or _HOLE_TEXT in after:
+        return None
+    return before.encode(), after.encode()
+
+
+def fingerprint_filled(parts: tuple[bytes, bytes], value) -> str:
+    text = _ENCODE(str(value) if isinstance(value, _AS_TEXT) else value)
+    return hashlib.sha256(parts[0] + text.encode() + parts[1]).hexdigest()
+
+
 @dataclass
 class UpsertResult:
     created: int = 0
@@ -73,6 +99,9 @@ class UpsertResult:
 
 
 HOLD = "_hold"  # a row key: the reason to apply only the lifecycle fields (never create)
+# A row key: `fingerprint()` of the row's tracked values, when the caller computed it already
+# (the sync, off its writer thread); dropped from a row the reconciliation rule may change.
+FINGERPRINT = "_fingerprint"
 
 
 def _as_text(value) -> str | None:
@@ -120,11 +149,8 @@ def upsert_page(
         for autotask_id, row in page.items():
             if not row.get(HOLD):  # a held row is never created
                 values = {name: row[name] for name in tracked_fields}
-                fresh.append(
-                    _new_row(
-                        partner, autotask_id, values, fingerprint(values), row, extra_on_create
-                    )
-                )
+                fp = row.get(FINGERPRINT) or fingerprint(values)
+                fresh.append(_new_row(partner, autotask_id, values, fp, row, extra_on_create))
         created_ids = dict(_insert_new(model, fresh, now)) if fresh else {}
         result.ids_by_autotask_id.update(created_ids)
         result.created += len(created_ids)
@@ -138,6 +164,8 @@ def upsert_page(
     if adjust_existing is not None:
         known = [row for k, row in page.items() if k in existing]
         if known:
+            for row in known:
+                row.pop(FINGERPRINT, None)  # the rule may change the values
             for row in adjust_existing(known):
                 page[row["autotask_id"]] = row
 
@@ -145,7 +173,7 @@ def upsert_page(
     update_fields: set[str] = set()
     for autotask_id, row in page.items():
         values = {name: row[name] for name in tracked_fields}
-        fp = fingerprint(values)
+        fp = row.get(FINGERPRINT) or fingerprint(values)
         obj = existing.get(autotask_id)
         if obj is None and row.get(HOLD):
             result.skip(row[HOLD])
@@ -343,21 +371,55 @@ def _insert_new(model, rows: list[dict], now: datetime) -> list[tuple[int, int]]
     with conn.cursor() as cursor:
         for start in range(0, len(values), _INSERT_BATCH):
             batch = values[start : start + _INSERT_BATCH]
-            arrays = _as_arrays(batch, element_types)
-            if arrays is None:  # a value the arrays do not take: psycopg2 adapts each one
+            unnested = _unnest_select(batch, element_types)
+            if unnested is None:  # a value the arrays do not take: psycopg2 adapts each one
                 from psycopg2.extras import execute_values
 
                 out.extend(execute_values(cursor.cursor, sql, batch, fetch=True))
                 continue
-            # Types are _ARRAY_ELEMENTS' keys (the model's column types); values are parameters.
-            unnest = ", ".join(f"%s::{t}[]" for t in element_types)
-            select = f"SELECT * FROM unnest({unnest})"  # noqa: S608 # nosec B608
-            cursor.execute(sql.replace("VALUES %s", select), arrays)
+            select, params = unnested
+            cursor.execute(sql.replace("VALUES %s", select), params)
             out.extend(cursor.fetchall())
     return out
 
 
 _INSERT_BATCH = 1000
+
+
+def _unnest_select(batch: list[tuple], element_types: list[str]) -> tuple[str, list] | None:
+    """`SELECT … FROM unnest(…)` of the rows of `batch`, with its parameters: one array per
+    column (`_as_arrays`), except a column whose rows all hold one value (the partner, the
+    source, zeros, empty texts, NULLs, the creation time: about half of an invoice's columns
+    in a sync), sent once as `%s::type` beside the arrays: PostgreSQL then parses a value
+    where it parsed 500 (the INSERT of a page of 500 invoices ~4 ms faster). None when a
+    value is not one the arrays take (the caller lets psycopg2 adapt the rows)."""
+    columns = list(zip(*batch, strict=True))
+    constant = [
+        len(batch) > 1 and len(set(map(type, c))) == 1 and len(set(c)) == 1 for c in columns
+    ]
+    if all(constant):
+        constant[0] = False  # one array at least: it gives the number of rows
+    varying = [i for i, const in enumerate(constant) if not const]
+    arrays = _as_arrays(
+        list(zip(*(columns[i] for i in varying), strict=True)), [element_types[i] for i in varying]
+    )
+    if arrays is None:
+        return None
+    exprs, scalars = [], []
+    for i, const in enumerate(constant):
+        if const:
+            value = columns[i][0]
+            if _as_arrays([(value,)], [element_types[i]]) is None:
+                return None  # not a value the arrays take: the same rule for every column
+            exprs.append(f"%s::{element_types[i]}")
+            scalars.append(value)
+        else:
+            exprs.append(f"u.c{i}")
+    # Types are _ARRAY_ELEMENTS' keys (the model's column types); values are parameters.
+    unnest = ", ".join(f"%s::{element_types[i]}[]" for i in varying)
+    names = ", ".join(f"c{i}" for i in varying)
+    select = f"SELECT {', '.join(exprs)} FROM unnest({unnest}) AS u({names})"  # noqa: S608 # nosec B608
+    return select, [*scalars, *arrays]
 
 
 class _NotPlain(Exception):

@@ -207,16 +207,21 @@ def test_429_bursts_and_thread_limit_end_in_the_clean_state_never_before_retry_a
         entity: [e["status"] for e in refused if e["entity"] == entity]
         for entity in ("Companies", "Invoices")
     }
-    assert by_entity == {"Companies": [500], "Invoices": [429] * 7}
-    assert len(refused) == 8
+    # The companies' first page and their count go out at once (sync/ranges.py, count
+    # ahead): one or both meet the held slots, each refused once.
+    assert by_entity["Companies"] in ([500], [500, 500]), by_entity
+    assert by_entity["Invoices"] == [429] * 7
+    assert len(refused) == len(by_entity["Companies"]) + 7
     assert held == [0]
     # Retry-After is a floor: the sleeps after those 429s are at least 7 s and 3 s. The first
-    # burst hits the invoices' probe (one reader, in order); the later one any of the range
-    # readers, so those three are checked as a set.
+    # burst hits the invoices' first page and their count (two requests at once, so which one
+    # met the two answers with Retry-After is not defined: two of the four sleeps); the later
+    # one any of the range readers, so those three are checked as a set.
     companies = [d for name, d in fake_sleep.by_thread if "companies" in name]
     invoices = [d for name, d in fake_sleep.by_thread if "invoices" in name]
-    assert len(companies) == 1 and len(invoices) == 7, fake_sleep.by_thread
-    assert invoices[0] >= 7 and invoices[1] >= 7
+    assert len(companies) == len(by_entity["Companies"]), fake_sleep.by_thread
+    assert len(invoices) == 7, fake_sleep.by_thread
+    assert sum(d >= 7 for d in invoices[:4]) >= 2, invoices
     assert all(d >= 3 for d in invoices[4:])
     delays = fake_sleep.delays
     ratio = len(log) / clean_requests

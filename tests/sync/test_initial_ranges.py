@@ -126,11 +126,11 @@ def test_a_run_stopped_mid_range_resumes_every_range_after_its_committed_pages(
     original = SyncEngine._apply_invoices
     written = {"pages": 0}
 
-    def apply(engine, records):
+    def apply(engine, records, **prepared):
         written["pages"] += 1
         if written["pages"] == 6 and engine.cursor.get("invoices_ranges"):
             raise AutotaskTransientError("Autotask went away", kind="transient")
-        return original(engine, records)
+        return original(engine, records, **prepared)
 
     monkeypatch.setattr(SyncEngine, "_apply_invoices", apply)
     with pytest.raises(RetryLater):
@@ -163,9 +163,11 @@ def test_a_run_stopped_mid_range_resumes_every_range_after_its_committed_pages(
     assert not ChangeLogEntry.objects.filter(partner=partner_a).exists()
 
 
-def test_a_small_sync_reads_one_query_and_no_count(
+def test_a_small_sync_reads_one_query_and_the_count_asked_ahead(
     partner_a, autotask_sandbox, make_sandbox, connect, run_now
 ):
+    """A phase of two pages is read as one query; its count, asked next to the first page
+    (sync/engine.py: the split starts a round earlier), is its one extra request."""
     server = make_sandbox(companies=20, invoices=900)
     run = connect(partner_a, server=server).first_run
     server.db.reset_log()
@@ -173,8 +175,12 @@ def test_a_small_sync_reads_one_query_and_no_count(
     assert done.status == SyncRun.Status.SUCCEEDED
     expected = settled_ids(server.db)
     assert ids_here(partner_a) == expected
-    assert len(invoice_posts(server.db)) == -(-len(expected) // 500) == 2
+    assert len(page_requests(server.db, "Invoices")) == -(-len(expected) // 500) == 2
+    assert len(count_requests(server.db)) == 1
+    assert len(page_requests(server.db, "Companies")) == 1  # and the companies' count
+    assert len(server.db.requests(entity="Companies")) == 2
     assert "invoices_ranges" not in done.cursor
+    assert "companies_ranges" not in done.cursor
 
 
 def test_results_out_of_id_order_read_as_one_query_whose_cursor_never_moves(
@@ -193,5 +199,5 @@ def test_results_out_of_id_order_read_as_one_query_whose_cursor_never_moves(
     assert done.cursor["invoices_unordered"] is True
     assert "invoices_ranges" not in done.cursor  # not split: the probe saw no id order
     assert done.cursor.get("invoices_after_id", 0) == 0  # a resumed run reads it all again
-    assert not count_requests(db)
+    assert len(count_requests(db)) == 1  # asked ahead, not used
     assert len(page_requests(db, "Invoices")) == -(-len(expected) // 500)

@@ -188,9 +188,9 @@ def writes_on(monkeypatch):
     names: set[str] = set()
     original = SyncEngine._apply_invoices
 
-    def apply(engine, records):
+    def apply(engine, records, **prepared):
         names.add(threading.current_thread().name)
-        return original(engine, records)
+        return original(engine, records, **prepared)
 
     monkeypatch.setattr(SyncEngine, "_apply_invoices", apply)
     return names
