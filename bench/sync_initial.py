@@ -143,7 +143,7 @@ def main() -> int:
     ok &= r["wall"] <= 1.3 * bound
     floor = minimum * args.latency_ms / 1000 / CONCURRENCY
     print(f"                    (against the minimum's {minimum} requests, {floor:.2f} s: "
-          f"ratio {r['wall'] / floor:.2f}; counts and partial pages count as requests)")  # fmt: skip
+          f"ratio {r["wall"] / floor:.2f}; counts, partial pages count as requests)")  # fmt: skip
     t = r["timers"]
     write_s = t["apply_invoices"]
     print(f"HTTP time:          {r['http_seconds']:.2f} s summed over the readers; "
