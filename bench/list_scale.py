@@ -1,7 +1,7 @@
 """Bench: PostgreSQL at fleet scale (issue 19, item 5).
 
     .venv/bin/python bench/list_scale.py [--partners 10000] [--invoices 2000000]
-        [--big 200000] [--repeat 40] [--explain] [--keep var/bench/list-pg]
+        [--big 200000] [--repeat 40] [--explain] [--page NAME] [--keep var/bench/list-pg]
 
 Fills one database with `--partners` partners and `--invoices` invoices (the biggest partner
 has `--big` of them; the rest are spread evenly), one customer per 20 invoices and one payment
@@ -286,7 +286,7 @@ def get(client, path: str):
     return response
 
 
-def measure(repeat: int, explain: bool) -> list[tuple[str, float, float, int]]:
+def measure(repeat: int, explain: bool, only: str = "") -> list[tuple[str, float, float, int]]:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -305,6 +305,8 @@ def measure(repeat: int, explain: bool) -> list[tuple[str, float, float, int]]:
     )
     rows = []
     for name, template in PAGES:
+        if only and only not in name:
+            continue
         path = template.format(customer=customer)
         response = get(client, path)
         if response.status_code != 200:
@@ -328,6 +330,9 @@ def measure(repeat: int, explain: bool) -> list[tuple[str, float, float, int]]:
             print(f"\n== {name}: slowest query {float(slowest['time']) * 1000:.1f} ms")
             print("  " + slowest["sql"][:400])
             print("  " + "\n  ".join(plan[:14]))
+            others = sorted(queries.captured_queries, key=lambda q: -float(q["time"]))[1:6]
+            for q in others:
+                print(f"  then {float(q['time']) * 1000:.1f} ms: {q['sql'][:160]}")
         used = set()
         with connection.cursor() as cur:  # any Seq Scan on invoices in the page's queries
             for q in queries.captured_queries:
@@ -350,6 +355,7 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--explain", action="store_true")
+    parser.add_argument("--page", default="", help="only the pages whose name contains this")
     parser.add_argument("--keep", metavar="DIR", help="PostgreSQL cluster kept between runs")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
@@ -365,7 +371,7 @@ def main() -> None:
     settings.DEBUG = False
     if not (args.keep and filled(args.partners, args.invoices)):
         fill(args.partners, args.invoices, args.big)
-    rows = measure(args.repeat, args.explain)
+    rows = measure(args.repeat, args.explain, args.page)
     print(f"\n{'page':40} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}")
     for name, p50, p95, count in rows:
         flag = "" if p95 < 50 else "  (over 50 ms)"
