@@ -68,6 +68,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+import config.lookups  # noqa: F401  (registers `__any`, used by the queries below)
 from customers.models import Customer
 from customers.services import SYNCED_FIELDS as CUSTOMER_FIELDS
 from customers.services import customer_values_from_company

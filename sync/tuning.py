@@ -16,7 +16,7 @@ PAGE_SIZE = 500
 READ_AHEAD = 2  # pages read beyond the one being written (Prefetched, one query of PhaseReads)
 # The initial sync's id ranges (sync/ranges.py, decision in sync/engine.py):
 RANGE_READERS = 3  # Autotask allows 3 requests in flight per endpoint (API.md §4, §8.4)
-RANGE_DEPTH = 2 * RANGE_READERS  # pages read beyond those written, once split
+RANGE_DEPTH = 4 * RANGE_READERS  # pages read beyond those written, once split
 PROBE_PAGES = 2  # read before the split (the count is asked meanwhile: sync/engine.py)
 SPLIT_MIN_PAGES = 6  # pages left after the probe below which the query goes on alone
 # A bounded range is planned this share of its rows short of whole pages: the probe's density

@@ -35,6 +35,7 @@ from decimal import Decimal
 from django.db import connections, models, router
 from django.utils import timezone
 
+import config.lookups  # noqa: F401  (registers `__any`, used by the queries below)
 from sync.models import ChangeLogEntry
 
 _AS_TEXT = (date, Decimal)  # a datetime is a date
