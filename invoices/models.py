@@ -6,7 +6,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from customers.models import Customer, Source
-from partners.models import Partner, PartnerOwnedModel
+from partners.models import Partner, PartnerOwnedModel, PartnerOwnedQuerySet
 
 MONEY = {"max_digits": 14, "decimal_places": 2}
 ZERO = Decimal("0.00")
@@ -180,3 +180,59 @@ class Invoice(PartnerOwnedModel):
 
     def __str__(self):
         return f"Invoice {self.number}"
+
+
+class OpenBalance(models.Model):
+    """What customers owe on their open invoices, kept by PostgreSQL as rows to add up.
+
+    The customers list sorted by outstanding needs every customer's sum before it can pick a
+    page: summed from a 200,000-invoice partner's open invoices that was ~120 ms a page
+    (issue 19, bench/list_scale.py). Statement triggers on `invoices_invoice` (migration 0005)
+    append one row per (customer, currency) a statement changed, with the change of the
+    outstanding amount and the number of its open invoices (open or partially paid, not
+    archived: what `invoices.selectors.OPEN_STATES` counts); a customer owes the sum of its
+    rows.
+
+    Rows are only ever inserted by the writers, never updated, so the triggers take no lock
+    another writer could wait on: a payment and a sync page touching one customer cannot
+    deadlock over a shared total. `invoices.services.open_balances_fold` (beat, every minute)
+    folds a customer's rows into one (`folded`), so a read adds up about one row per customer
+    and currency. No foreign-key constraints: a trigger row may outlive its customer or
+    partner for a minute (their deletion deletes the invoices first, whose rows then add up
+    to zero and are folded away); readers join the customers they list.
+
+    The SQLite development path (bin/run) has no triggers: the selectors add up the invoices
+    there, as they did before.
+    """
+
+    partner = models.ForeignKey(
+        Partner, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+", db_index=False
+    )
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        db_index=False,
+    )
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(**MONEY)  # the change of their outstanding amount
+    invoices = models.IntegerField()  # the change of their number of open invoices
+    folded = models.BooleanField(default=False)
+
+    objects = PartnerOwnedQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["partner", "customer"],
+                include=["amount", "invoices"],
+                name="openbalance_partner_customer",
+            ),
+            models.Index(
+                fields=["partner"], condition=Q(folded=False), name="openbalance_unfolded"
+            ),
+        ]
+
+    def __str__(self):
+        return f"customer {self.customer_id}: {self.amount} {self.currency}, {self.invoices} open"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+from django.db import connection, transaction
 from django.db.models import Case, CharField, F, When
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -14,7 +15,7 @@ from customers.models import Customer
 from integrations.autotask.records import Invoice as AutotaskInvoice
 from integrations.models import AutotaskConnection
 
-from .models import Invoice
+from .models import Invoice, OpenBalance
 
 CENT = Decimal("0.01")
 
@@ -229,3 +230,52 @@ def invoice_currency_for(*, partner, customer: Customer, currency: str | None) -
     raise DomainError(
         "This customer has no currency: enter the invoice's currency.", code="currency_required"
     )
+
+
+# How many (partner, customer) pairs one folding statement takes (a bounded transaction).
+FOLD_BATCH = 20_000
+# The advisory lock folds take turns on: the two-key form, whose key space PostgreSQL keeps
+# apart from the one-key locks of payments (webhook_events); "OBAL" in ASCII.
+FOLD_LOCK = (0x4F42414C, 1)
+
+_FOLD = """
+WITH touched AS (
+    SELECT DISTINCT partner_id, customer_id FROM {table} WHERE NOT folded LIMIT %s
+), gone AS (
+    DELETE FROM {table} AS b USING touched AS t
+    WHERE b.partner_id = t.partner_id AND b.customer_id = t.customer_id
+    RETURNING b.partner_id, b.customer_id, b.currency, b.amount, b.invoices
+), written AS (
+    INSERT INTO {table} (partner_id, customer_id, currency, amount, invoices, folded)
+    SELECT partner_id, customer_id, currency, sum(amount), sum(invoices), true FROM gone
+    GROUP BY partner_id, customer_id, currency HAVING sum(amount) <> 0 OR sum(invoices) <> 0
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM touched), (SELECT count(*) FROM written)
+"""
+
+
+def open_balances_fold(*, batch: int = FOLD_BATCH) -> int:
+    """Fold the rows the invoice triggers appended (`OpenBalance`) into one per customer and
+    currency, every partner at once, `batch` customers a statement; rows adding up to zero
+    go. Returns the customers folded. Beat runs it every minute.
+
+    Safe beside the writers: a write appends rows this statement's snapshot does not see
+    (they stay for the next fold), and nothing here blocks an insert. Two folds at once take
+    turns on an advisory lock. PostgreSQL only (the SQLite path has no triggers and
+    no rows)."""
+    if connection.vendor != "postgresql":
+        return 0
+    sql = _FOLD.format(table=OpenBalance._meta.db_table)
+    folded = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cur:
+            # One fold at a time: a second one would take its snapshot before the first's
+            # folded rows commit and leave two folded rows for a customer (sums still right).
+            # Its statement starts after the lock, so it sees them.
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", FOLD_LOCK)
+            cur.execute(sql, [batch])
+            touched, _written = cur.fetchone()
+        folded += touched
+        if touched < batch:
+            return folded

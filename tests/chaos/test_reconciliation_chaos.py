@@ -22,7 +22,8 @@ seeded random operations interleaved on both sides while the workers run:
 
 Faults: 20 % of the write-back PATCHes are answered 429 (Retry-After 1 s) or 503; and the first
 accepted PATCH of 10 % of the (invoice, paidDate) pairs is answered 200 without being applied
-(tests/harness/chaos.py). The write-back sweep runs every few seconds, as beat would.
+(tests/harness/chaos.py). The write-back sweep and the open balances' fold run every few
+seconds, as beat would.
 
 The model. A `random.Random(seed)` drives both sides and keeps the expected state: every payment
 (amount, status, applied or parked), the paidDates Autotask itself set and cleared, voids,
@@ -68,6 +69,8 @@ the parked events re-matched (in this process, so it is over), the sweep again. 
    the reason the invoice's last state gives: each sync re-matches them); every manual call
    and delivery answered as the model expects; no sync run failed (an internal error's
    traceback from the worker log is in the message).
+8. The open balances PostgreSQL keeps (invoices.models.OpenBalance, folded by beat meanwhile)
+   add up to the open invoices here, per customer and currency.
 
 Mutants it must kill, each tried on a copy of the tree (all five seeds fail):
 - a read adopted over a pending write-back (reconcile.py rule 1 `continue`s without keeping the
@@ -105,7 +108,7 @@ from rest_framework.test import APIClient
 from config.api import DomainError
 from customers.models import Customer
 from invoices.models import Invoice
-from invoices.services import invoice_archive, money
+from invoices.services import invoice_archive, money, open_balances_fold
 from payments import webhooks
 from payments.models import Payment, ReconciliationDrift, WebhookEvent, WritebackOutbox
 from payments.selectors import drift_report
@@ -113,6 +116,7 @@ from payments.services import ledger, webhook_events, writeback
 from sync.models import ChangeLogEntry, SyncRun
 from sync.services.manual import CooldownActive, manual_sync_start, sync_run_ops
 from sync.services.runs import sync_run_create
+from tests.harness.balances import balance_mismatches
 from tests.harness.chaos import WritebackFaults
 from tests.harness.workers import wait_for
 
@@ -355,6 +359,7 @@ class Chaos:
         now = time.monotonic()
         if now - self.last_sweep >= SWEEP_EVERY:
             writeback.writeback_sweep()
+            open_balances_fold()  # beat's, every minute in production
             self.last_sweep = now
         # A stale view only holds operations back (in flight, not yet read here): safe.
         if now - self.last_refresh >= REFRESH_EVERY:
@@ -1312,6 +1317,13 @@ def check(chaos: Chaos) -> Findings:
         unexpected = set(events) - {e.event_id for e in chaos.events.values()}
         for event_id in sorted(unexpected):
             found.add("7 webhook events processed or parked as expected", f"{event_id} unknown")
+
+        # 8. the open balances
+        for (customer, currency), (kept, counted) in sorted(balance_mismatches(partner).items()):
+            found.add(
+                "8 open balances = the open invoices",
+                f"p{side.index} customer {customer} {currency}: kept {kept}, counted {counted}",
+            )
     return found
 
 

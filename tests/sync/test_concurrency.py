@@ -14,7 +14,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection as db_connection
 from django.utils import timezone
 
 from integrations.autotask.errors import AutotaskError
@@ -24,6 +23,7 @@ from sync.models import ChangeLogEntry, SyncRun, SyncState
 from sync.services import leases
 from sync.services.reaper import reap_stuck_runs
 from sync.services.runs import MAX_ATTEMPTS, execute_run
+from tests.harness.threads import in_thread, join_started
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,33 +95,11 @@ def pause_at_invoice_page(monkeypatch):
     pause.go.set()
 
 
-_threads: list[threading.Thread] = []
-
-
 @pytest.fixture(autouse=True)
 def join_threads():
     """No test thread outlives its test (the database is flushed after it)."""
     yield
-    while _threads:
-        _threads.pop().join(WAIT)
-
-
-def in_thread(fn, *args):
-    """Start fn(*args) in a thread with its own DB connection; returns (thread, result)."""
-    result: dict = {}
-
-    def target():
-        try:
-            result["value"] = fn(*args)
-        except BaseException as exc:  # handed to the test
-            result["error"] = exc
-        finally:
-            db_connection.close()
-
-    thread = threading.Thread(target=target, daemon=True)
-    _threads.append(thread)
-    thread.start()
-    return thread, result
+    join_started()
 
 
 def execute(run_id, partner):
