@@ -156,8 +156,14 @@ def csv_response(filename: str, header: list[str], rows) -> StreamingHttpRespons
         yield writer.writerow(header)
         # The queryset runs at the first row, inside the transaction (the module docstring).
         with transaction.atomic():
-            for row in rows:
-                yield writer.writerow([safe_cell(v) for v in row])
+            try:
+                for row in rows:
+                    yield writer.writerow([safe_cell(v) for v in row])
+            finally:
+                # A download cut short (the client went away): close the server-side cursor
+                # while its transaction lives, not when the generator is collected after it.
+                if close := getattr(rows, "close", None):
+                    close()
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

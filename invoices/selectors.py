@@ -111,10 +111,13 @@ def sort_the_range(qs, order_by: tuple[str, ...]):
     caller knows it from `capped_totals`: at most LIST_CAP rows): the planner guesses the
     walk's cost from independent columns, and a due-date range walked in invoice-date order
     (dates that go together) was 85 ms for 50 rows of a 200,000-invoice partner; sorting the
-    range's rows takes a few. Same rows, same order: COALESCE(x, x) is x."""
+    range's rows takes a few. Same rows, same order: COALESCE(x, x) is x. The page's customers
+    come in a second query (50 ids): joined, PostgreSQL joined all the partner's customers to
+    the range's rows before sorting them (8,580 rows: ~10 of a 20 ms query)."""
     first, *rest = order_by
     name = first.lstrip("-")
     key = Coalesce(F(name), F(name))
+    qs = qs.select_related(None).prefetch_related("customer")
     return qs.order_by(key.desc() if first.startswith("-") else key.asc(), *rest)
 
 

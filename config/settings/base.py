@@ -87,6 +87,15 @@ if DATABASE_URL:
     DATABASES["default"] = dj_database_url.parse(
         DATABASE_URL, conn_max_age=env.get_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
     )
+    if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        # No parallel plans by default: our queries are led by the partner on an index and
+        # read a page, and starting parallel workers costs more than it saves (2,000,000
+        # invoices, bench/list_scale.py: the home page 57 → 40 ms, the API's invoice list
+        # 50 → 30 ms; a gather's start-up alone was 5-10 ms). DB_PARALLEL_WORKERS sets
+        # max_parallel_workers_per_gather for our connections (PostgreSQL's default is 2).
+        options = DATABASES["default"].setdefault("OPTIONS", {})
+        parallel = f"-c max_parallel_workers_per_gather={env.get_int('DB_PARALLEL_WORKERS', 0)}"
+        options["options"] = f"{options.get('options', '')} {parallel}".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "partners.User"

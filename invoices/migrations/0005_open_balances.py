@@ -17,22 +17,21 @@ from django.db import migrations, models
 
 from invoices.migrations._concurrently import on_postgresql
 
-OPEN = "status IN ('open', 'partially_paid') AND archived_at IS NULL"
 
-FUNCTION = f"""
+FUNCTION = """
 CREATE FUNCTION invoices_open_balance_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO invoices_openbalance
             (partner_id, customer_id, currency, amount, invoices, folded)
         SELECT partner_id, customer_id, currency, sum(outstanding), count(*), false
-        FROM new_rows WHERE {OPEN}
+        FROM new_rows WHERE status IN ('open', 'partially_paid') AND archived_at IS NULL
         GROUP BY partner_id, customer_id, currency;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO invoices_openbalance
             (partner_id, customer_id, currency, amount, invoices, folded)
         SELECT partner_id, customer_id, currency, -sum(outstanding), -count(*), false
-        FROM old_rows WHERE {OPEN}
+        FROM old_rows WHERE status IN ('open', 'partially_paid') AND archived_at IS NULL
         GROUP BY partner_id, customer_id, currency;
     ELSE
         INSERT INTO invoices_openbalance
@@ -40,10 +39,10 @@ BEGIN
         SELECT partner_id, customer_id, currency, sum(amount), sum(n), false
         FROM (
             SELECT partner_id, customer_id, currency, outstanding AS amount, 1 AS n
-            FROM new_rows WHERE {OPEN}
+            FROM new_rows WHERE status IN ('open', 'partially_paid') AND archived_at IS NULL
             UNION ALL
             SELECT partner_id, customer_id, currency, -outstanding, -1
-            FROM old_rows WHERE {OPEN}
+            FROM old_rows WHERE status IN ('open', 'partially_paid') AND archived_at IS NULL
         ) AS changes
         GROUP BY partner_id, customer_id, currency
         HAVING sum(amount) <> 0 OR sum(n) <> 0;
@@ -65,10 +64,10 @@ CREATE TRIGGER invoices_open_balance_delete AFTER DELETE ON invoices_invoice
     FOR EACH STATEMENT EXECUTE FUNCTION invoices_open_balance_change();
 """
 
-FILL = f"""
+FILL = """
 INSERT INTO invoices_openbalance (partner_id, customer_id, currency, amount, invoices, folded)
 SELECT partner_id, customer_id, currency, sum(outstanding), count(*), true
-FROM invoices_invoice WHERE {OPEN}
+FROM invoices_invoice WHERE status IN ('open', 'partially_paid') AND archived_at IS NULL
 GROUP BY partner_id, customer_id, currency;
 """
 
