@@ -52,7 +52,16 @@ class Customer(PartnerOwnedModel):
                 name="customer_autotask_source_has_id",
             ),
         ]
-        indexes = [models.Index(fields=["partner", "name"])]
+        indexes = [
+            models.Index(fields=["partner", "name"]),
+            # The customers a list counts, totals and sorts by outstanding (not archived): read
+            # from the index alone (bench/list_scale.py, 10,000 customers: the count 4 → 1 ms).
+            models.Index(
+                fields=["partner", "id"],
+                condition=models.Q(archived_at__isnull=True),
+                name="customer_partner_listed",
+            ),
+        ]
 
     def __str__(self):
         return self.name

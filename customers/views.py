@@ -18,6 +18,7 @@ from invoices.selectors import (
     LIST_CAP,
     customer_balance,
     customer_list,
+    customer_page_rows,
     customers_outstanding,
     invoice_list,
 )
@@ -68,7 +69,9 @@ class CustomerListView(PartnerPageView):
         qs, sort = _customer_filters(self)
         totals, complete = customers_outstanding(partner=self.partner, customers=qs)
         ctx.update(
-            page=Paginator(qs, 50).get_page(g.get("page")),
+            page=Paginator(
+                customer_page_rows(qs, partner=self.partner, order_by=sort.order_by), 50
+            ).get_page(g.get("page")),
             totals=totals if complete else [],
             totals_capped=not complete,
             list_cap=f"{LIST_CAP:,}",

@@ -10,12 +10,17 @@ import threading
 from decimal import Decimal
 
 import pytest
+from django.core.paginator import Paginator
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
+from config.listing import parse_sort
+from customers.models import Customer
 from invoices import selectors
 from invoices.models import Invoice, InvoiceStatus, OpenBalance
+from invoices.selectors import CUSTOMER_DEFAULT_SORT, CUSTOMER_SORTS
 from invoices.services import invoice_archive, open_balances_fold
 from payments.services.ledger import payment_delete, payment_record
 from sync.models import SyncRun
@@ -237,3 +242,53 @@ def test_the_customers_totals_row_is_complete_above_the_list_cap(partner_a, book
     assert complete and sum(r["n"] for r in rows) == 4
     monkeypatch.setattr(selectors, "balances_kept", lambda: False)
     assert selectors.customers_outstanding(partner=partner_a, customers=customers)[1] is False
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sort", ["-outstanding", "outstanding"])
+def test_pages_by_outstanding_read_the_balances_in_the_querysets_order(
+    partner_a, partner_b, client_a, sort
+):
+    """The customers list sorted by outstanding pages through `ByOutstanding` (one statement
+    over the balances for the page's ids): the same customers, sums and order, page by page,
+    as the queryset's own sort, ties by id, filters kept, nothing of partner B."""
+    owed = {"Ann": "50.00", "Bob": "20.00", "Bea": "50.00", "Cid": "20.00", "Dan": "75.00"}
+    for name, total in owed.items():
+        create_invoice(partner_a, customer=create_customer(partner_a, name=name), total=total)
+    create_customer(partner_a, name="Eve")  # owes nothing
+    gone = create_customer(partner_a, name="Fay")
+    create_invoice(partner_a, customer=gone, total="999.00")
+    gone.archived_at = timezone.now()
+    gone.save(update_fields=["archived_at"])
+    create_invoice(partner_b, customer=create_customer(partner_b, name="Bob"), total="5000.00")
+    open_balances_fold()
+    create_invoice(partner_a, customer=Customer.objects.get(name="Eve"), total="1.00")  # unfolded
+    order = parse_sort(sort, CUSTOMER_SORTS, CUSTOMER_DEFAULT_SORT).order_by
+
+    for search, expected in (("", 6), ("b", 2)):  # Fay archived: not listed
+        qs = selectors.customer_list(partner=partner_a, search=search, sort=sort)
+        rows = selectors.customer_page_rows(qs, partner=partner_a, order_by=order)
+        assert isinstance(rows, selectors.ByOutstanding)
+        pages = Paginator(rows, 2)
+        got = [(c.name, c.outstanding_total) for n in pages.page_range for c in pages.page(n)]
+        assert got == [(c.name, c.outstanding_total) for c in qs]
+        assert pages.count == len(got) == expected
+        assert rows[1].name == got[1][0]
+
+    ids = dict(Customer.objects.for_partner(partner_a).values_list("name", "id"))
+    want = sorted(
+        [
+            ("Ann", D(50)),
+            ("Bob", D(20)),
+            ("Bea", D(50)),
+            ("Cid", D(20)),
+            ("Dan", D(75)),
+            ("Eve", D(1)),
+        ],
+        key=lambda row: (row[1], ids[row[0]]),
+        reverse=sort.startswith("-"),
+    )
+    response = client_a.get(reverse("dashboard:customers"), {"sort": sort})
+    page = response.context["page"]
+    assert isinstance(page.paginator.object_list, selectors.ByOutstanding)
+    assert [(c.name, c.outstanding_total) for c in page] == want
