@@ -31,7 +31,11 @@ Pass, from the sandbox's request log and the local rows:
   injected failures it consumed and nothing else; an invoice touched twice (paid, re-opened) is
   two write-backs, so ≤ 6 in all. Exception, documented: a PATCH in flight when its relay was
   SIGKILLed may have landed, unknown to us; the relay that takes over sends it again (one
-  extra success, ≤ 4). Such attempts are counted (never-finished attempt rows) and reported;
+  extra success, ≤ 4). Likewise a PATCH that landed and was read back, its attempt recorded,
+  when the kill came before the outbox row was marked done (a few milliseconds; seen once in
+  CI): the row is still claimed, and the relay taking over sends it again. Such write-backs
+  are counted (never-finished attempt rows; rows still "sending" right after the kill) and
+  reported;
 - no two PATCHes of one invoice overlap in time (sandbox timestamps and durations);
 - no PATCH of an invoice starts before the Retry-After of its preceding 429 elapsed;
 - every outbox row done, no failed or parked row, no attempt left "sending" except the killed
@@ -312,6 +316,13 @@ def test_sy6_writeback_under_faults_two_relays_one_sigkilled(partner_a, sy6_env,
     killed = [*relay1.pool_children(), relay1.pid]
     killed_at = time.monotonic() - t0
     relay1.kill()
+    # Rows claimed when relay 1 died (its own and relay 2's): relay 1's stay claimed until the
+    # lease lets relay 2 take them over, whatever its last step was.
+    claimed_at_kill = set(
+        WritebackOutbox.objects.filter(partner=partner_a, state="sending").values_list(
+            "invoice__autotask_id", flat=True
+        )
+    )
     db.set_switches(latency_ms=LATENCY_MS)
     for inv in rest:
         pay(inv)
@@ -437,7 +448,7 @@ def test_sy6_writeback_under_faults_two_relays_one_sigkilled(partner_a, sy6_env,
     excess = []
     for key, tally in per_writeback.items():
         injected = [status_of[k] for k in faults.consumed.get(key, [])]
-        extra_ok = 1 if key[0] in interrupted else 0
+        extra_ok = 1 if key[0] in interrupted or key[0] in claimed_at_kill else 0
         size = tally["ok"] + len(tally["failed"])
         if (
             sorted(tally["failed"]) != sorted(injected)  # every failure an injected one
@@ -445,10 +456,34 @@ def test_sy6_writeback_under_faults_two_relays_one_sigkilled(partner_a, sy6_env,
             or size > 3 + extra_ok
         ):
             excess.append((key, tally, injected))
-    assert not excess, f"{len(excess)} write-backs with extra PATCHes, e.g. {excess[:5]}"
+    if excess:  # what each side did for those invoices, to tell a relay's fault from ours
+        ids = {key[0] for key, _tally, _injected in excess[:5]}
+        attempts = list(
+            WritebackAttempt.objects.filter(outbox__invoice__autotask_id__in=ids)
+            .order_by("started_at")
+            .values_list(
+                "outbox__invoice__autotask_id", "version", "paid_date", "outcome", "error_kind",
+                "started_at", "finished_at",
+            )
+        )  # fmt: skip
+        patches = [
+            (e["body"], e["status"], e["timestamp"], e["duration_ms"])
+            for e in db.requests(entity="Invoices", method="PATCH")
+            if (e.get("body") or {}).get("id") in ids
+        ]
+        raise AssertionError(
+            f"{len(excess)} write-backs with extra PATCHes, e.g. {excess[:5]}; relay 1 killed "
+            f"{killed_at:.1f} s in; attempts {attempts}; PATCHes {patches}"
+        )
     counts = [len(v) for v in by_invoice.values()]
     single = [len(by_invoice[i.autotask_id]) for i in invoices if i not in reopen]
-    assert max(single) <= 3 + (1 if interrupted else 0)
+    retaken = set(interrupted) | claimed_at_kill
+    assert not [
+        i.autotask_id
+        for i in invoices
+        if i not in reopen
+        and len(by_invoice[i.autotask_id]) > 3 + (1 if i.autotask_id in retaken else 0)
+    ]
     assert max(counts) <= 6 + 1  # two write-backs (+ a repay's throttled clear)
     assert not [k for k, v in faults.plan.items() if v], "planned failures never met"
     total_faults = sum(len(v) for v in faults.consumed.values())
@@ -459,7 +494,8 @@ def test_sy6_writeback_under_faults_two_relays_one_sigkilled(partner_a, sy6_env,
         f"{sum(counts)} PATCHes ({total_faults} injected failures), max/invoice {max(counts)}, "
         f"max/single write-back invoice {max(single)}; payments made in {paid_in:.1f} s; "
         f"relay 1 killed (pids {killed}) {killed_at:.1f} s in, {len(interrupted)} sends "
-        f"in flight; phase 1 drained in {phase1:.1f} s (after the kill {drained1:.1f} s); "
+        f"in flight, {len(claimed_at_kill)} rows claimed; phase 1 drained in {phase1:.1f} s "
+        f"(after the kill {drained1:.1f} s); "
         f"phase 2 in {phase2:.1f} s ({drained2:.1f} s); re-paid with "
         f"{min(repaid_within, default=0):.1f}-{max(repaid_within, default=0):.1f} s of "
         f"Retry-After left; sweeps {beat.runs}"
