@@ -15,7 +15,9 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
+from config.celery import app as celery_app
 from config.listing import parse_sort
 from customers.models import Customer
 from invoices import selectors
@@ -292,3 +294,18 @@ def test_pages_by_outstanding_read_the_balances_in_the_querysets_order(
     page = response.context["page"]
     assert isinstance(page.paginator.object_list, selectors.ByOutstanding)
     assert [(c.name, c.outstanding_total) for c in page] == want
+
+
+@pytest.mark.django_db
+def test_beat_folds_the_balances_every_minute(partner_a, partner_b, book):
+    """The migration's beat entry names a task the workers know, on a queue they consume, and
+    the task folds: what the lists' speed relies on."""
+    entry = PeriodicTask.objects.get(task="invoices.fold_open_balances")
+    assert entry.enabled and (entry.interval.every, entry.interval.period) == (60, "seconds")
+    celery_app.loader.import_default_modules()  # what a worker does at start (autodiscovery)
+    task = celery_app.tasks["invoices.fold_open_balances"]
+    assert celery_app.amqp.router.route({}, task.name)["queue"].name == "default"
+    before = {p.pk: kept_balances(p) for p in (partner_a, partner_b)}
+    assert task.apply().get() == 3
+    assert not OpenBalance.objects.filter(folded=False).exists()
+    assert {p.pk: kept_balances(p) for p in (partner_a, partner_b)} == before
