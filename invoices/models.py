@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -180,6 +180,12 @@ class Invoice(PartnerOwnedModel):
 
     def __str__(self):
         return f"Invoice {self.number}"
+
+
+def balances_kept() -> bool:
+    """Whether PostgreSQL keeps the open balances (`OpenBalance`, its triggers): not on the
+    SQLite development path, where the selectors add up the invoices instead."""
+    return connection.vendor == "postgresql"
 
 
 class OpenBalance(models.Model):

@@ -23,7 +23,7 @@ from django.utils import timezone
 from config.listing import parse_sort
 from customers.models import Customer
 
-from .models import MONEY, ZERO, Invoice, InvoiceStatus, OpenBalance
+from .models import MONEY, ZERO, Invoice, InvoiceStatus, OpenBalance, balances_kept
 
 # Also written out in SQL in the open balances' triggers (invoices/migrations/0005): change both.
 OPEN_STATES = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
@@ -155,12 +155,6 @@ def capped_totals(qs, *, amounts=("total", "outstanding"), cap: int | None = Non
     return rows, complete
 
 
-def balances_kept() -> bool:
-    """Whether PostgreSQL keeps the open balances (`OpenBalance`, its triggers): not on the
-    SQLite development path, where the selectors add up the invoices instead."""
-    return connection.vendor == "postgresql"
-
-
 def _open_invoices(partner):
     return Invoice.objects.for_partner(partner).filter(
         archived_at__isnull=True, status__in=OPEN_STATES
@@ -173,23 +167,16 @@ def customer_list(*, partner, search: str = "", archived: str = "no", sort: str 
     50 rows only. Sorted by it, every customer's is needed: added up from the open balances
     PostgreSQL keeps (about one row per customer and currency), not from the invoices."""
     if balances_kept():
-        owed = (
-            OpenBalance.objects.for_partner(partner)
-            .filter(customer_id=OuterRef("pk"))
-            .order_by()
-            .values("customer_id")
-            .annotate(s=Sum("amount"))
-            .values("s")
-        )
+        source, amount = OpenBalance.objects.for_partner(partner), "amount"
     else:
-        owed = (
-            _open_invoices(partner)
-            .filter(customer_id=OuterRef("pk"))
-            .order_by()
-            .values("customer_id")
-            .annotate(s=Sum("outstanding"))
-            .values("s")
-        )
+        source, amount = _open_invoices(partner), "outstanding"
+    owed = (
+        source.filter(customer_id=OuterRef("pk"))
+        .order_by()
+        .values("customer_id")
+        .annotate(s=Sum(amount))
+        .values("s")
+    )
     qs = Customer.objects.for_partner(partner).annotate(
         outstanding_total=Coalesce(
             Subquery(owed, output_field=DecimalField(**MONEY)),

@@ -15,7 +15,7 @@ from customers.models import Customer
 from integrations.autotask.records import Invoice as AutotaskInvoice
 from integrations.models import AutotaskConnection
 
-from .models import Invoice, OpenBalance
+from .models import Invoice, OpenBalance, balances_kept
 
 CENT = Decimal("0.01")
 
@@ -264,7 +264,7 @@ def open_balances_fold(*, batch: int = FOLD_BATCH) -> int:
     (they stay for the next fold), and nothing here blocks an insert. Two folds at once take
     turns on an advisory lock. PostgreSQL only (the SQLite path has no triggers and
     no rows)."""
-    if connection.vendor != "postgresql":
+    if not balances_kept():
         return 0
     sql = _FOLD.format(table=OpenBalance._meta.db_table)
     folded = 0

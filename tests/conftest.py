@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 from partners.models import Partner
 
 from . import factories
+from .harness.threads import join_started
 
 pytest_plugins = ["tests.harness.sandbox", "tests.harness.sync"]
 
@@ -82,3 +83,11 @@ def client_a(client, user_a):
 def client_b(client, user_b):
     client.force_login(user_b)
     return client
+
+
+@pytest.fixture
+def join_threads():
+    """No thread `tests.harness.threads.in_thread` started outlives its test (the database is
+    flushed after it)."""
+    yield
+    join_started()

@@ -28,7 +28,7 @@ from payments.services.ledger import payment_delete, payment_record
 from sync.models import SyncRun
 from tests.factories import create_customer, create_invoice
 from tests.harness.balances import balance_mismatches, counted_balances, kept_balances
-from tests.harness.threads import in_thread, join_started
+from tests.harness.threads import in_thread
 
 D = Decimal
 
@@ -156,13 +156,6 @@ def test_folding_leaves_one_row_per_customer_and_currency_and_the_same_sums(
     ]  # Acme's USD added up to nothing and is gone
     assert not OpenBalance.objects.filter(folded=False).exists()
     assert open_balances_fold() == 0
-
-
-@pytest.fixture
-def join_threads():
-    """No test thread outlives its test (the database is flushed after it)."""
-    yield
-    join_started()
 
 
 @pytest.mark.django_db(transaction=True)

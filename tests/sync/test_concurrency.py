@@ -23,9 +23,9 @@ from sync.models import ChangeLogEntry, SyncRun, SyncState
 from sync.services import leases
 from sync.services.reaper import reap_stuck_runs
 from sync.services.runs import MAX_ATTEMPTS, execute_run
-from tests.harness.threads import in_thread, join_started
+from tests.harness.threads import in_thread
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("join_threads")]
 
 WAIT = 60  # seconds: the bound of every wait in this file
 
@@ -93,13 +93,6 @@ def pause_at_invoice_page(monkeypatch):
 
     yield at
     pause.go.set()
-
-
-@pytest.fixture(autouse=True)
-def join_threads():
-    """No test thread outlives its test (the database is flushed after it)."""
-    yield
-    join_started()
 
 
 def execute(run_id, partner):
