@@ -1,14 +1,16 @@
 """Bench: the initial sync (PRODUCT.md "Targets").
 
     .venv/bin/python bench/sync_initial.py [--invoices 20000] [--companies 2000]
-        [--latency-ms 100] [--rss-invoices 100000] [--skip-rss]
+        [--latency-ms 100] [--rss-invoices 100000] [--skip-rss] [--timeline]
 
 1. Initial sync of 20,000 invoices and 2,000 companies from the sandbox at 100 ms a request:
    requests used vs the minimum (ceil(invoices/500) + ceil(companies/500) pages + zone lookup +
-   payment terms + the limiter's ThresholdInformation), wall time vs requests x latency / 3
+   payment terms; ThresholdInformation is read at connect), wall time vs requests x latency / 3
    (Autotask's 3 requests in flight per endpoint: the usable concurrency, issue 19), and the
    time spent writing (upsert + commit).
 2. The same with latency 0: DB write throughput (invoices/s in the upsert, and end to end).
+   `--timeline`: each request (entity, reader thread) and each write of the writer thread,
+   in seconds from the run's start: which of them the wall time waited for.
 3. Peak RSS of the syncing process at 100,000 invoices (ru_maxrss of a subprocess that only
    syncs; the sandbox is another process).
 
@@ -25,6 +27,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,11 +40,13 @@ CONCURRENCY = 3  # Autotask's requests in flight per endpoint per database (API.
 def child(args) -> None:
     """Runs in a subprocess: connect a partner, run the initial sync, print JSON figures."""
     common.setup_django()
+    from integrations.autotask.client import AutotaskClient
     from sync.engine import SyncEngine
     from sync.models import SyncRun
     from sync.services.runs import execute_run
 
     timers = {"apply_invoices": 0.0, "apply_customers": 0.0, "commit": 0.0, "parse": 0.0}
+    spans = []  # (what, start, end): requests by entity and the writer's work (--timeline)
 
     def timed(name, fn):
         def wrapper(*a, **k):
@@ -49,9 +54,24 @@ def child(args) -> None:
             try:
                 return fn(*a, **k)
             finally:
-                timers[name] += time.perf_counter() - started
+                ended = time.perf_counter()
+                timers[name] += ended - started
+                spans.append((name, started, ended))
 
         return wrapper
+
+    def attempt(fn):
+        def wrapper(self, method, url, *, entity, **k):
+            started = time.perf_counter()
+            try:
+                return fn(self, method, url, entity=entity, **k)
+            finally:
+                reader = threading.current_thread().name
+                spans.append((f"{entity} ({reader})", started, time.perf_counter()))
+
+        return wrapper
+
+    AutotaskClient._attempt = attempt(AutotaskClient._attempt)
 
     SyncEngine._apply_invoices = timed("apply_invoices", SyncEngine._apply_invoices)
     SyncEngine._apply_customers = timed("apply_customers", SyncEngine._apply_customers)
@@ -63,6 +83,7 @@ def child(args) -> None:
     rss_before = common.peak_rss_mb()
     cpu_before = time.process_time()
     started = time.perf_counter()
+    spans.clear()
     run = execute_run(partner=conn.partner, run_id=conn.first_run.id)
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
@@ -82,6 +103,7 @@ def child(args) -> None:
                 "rss_mb": common.peak_rss_mb(),
                 "rss_before_sync_mb": rss_before,
                 "log_before": sandbox_log_before,
+                "spans": [(what, a - started, b - started) for what, a, b in spans],
             }
         )
     )
@@ -100,6 +122,13 @@ def run_child(name: str, companies: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def print_timeline(spans: list) -> None:
+    """Each request (by entity) and each write of the writer thread, from the run's start."""
+    print("timeline (s from the run's start):")
+    for what, start, end in sorted(spans, key=lambda s: s[1]):
+        print(f"  {start:6.3f} - {end:6.3f}  {end - start:6.3f}  {what}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--invoices", type=int, default=20_000)
@@ -107,6 +136,9 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=int, default=100)
     parser.add_argument("--rss-invoices", type=int, default=100_000)
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print the first run's requests and writes"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--partner", default="Bench MSP", help=argparse.SUPPRESS)
     parser.add_argument("--log-before", default="0", help=argparse.SUPPRESS)
@@ -134,7 +166,7 @@ def main() -> int:
     print(f"requests used:      {sync_requests} {r['by_entity']} "
           f"(sandbox log incl. connect check: {len(sandbox_requests)})")  # fmt: skip
     print(f"minimum:            {minimum} (= {pages} pages + zone lookup + payment terms; "
-          f"the limiter adds 1 ThresholdInformation) -> ratio {sync_requests / minimum:.3f} "
+          f"ThresholdInformation was read at connect) -> ratio {sync_requests / minimum:.3f} "
           f"(target <= 1.1)")  # fmt: skip
     ok &= sync_requests <= 1.1 * minimum
     bound = max(sync_requests * args.latency_ms / 1000 / CONCURRENCY, 1e-9)
@@ -157,7 +189,10 @@ def main() -> int:
           f"{t['apply_customers']:.2f} s + commits {t['commit']:.2f} s + counting records "
           f"{t['parse']:.2f} s (parsed on the readers' preparer thread) = {busy:.2f} s; "
           f"the rest of the wall time ({r['wall'] - busy:.2f} s) it waited for pages "
-          f"(the first invoice page waits for the last company page)")  # fmt: skip
+          f"(the first invoice page waits for the last company page; --timeline shows "
+          f"when)")  # fmt: skip
+    if args.timeline:
+        print_timeline(r["spans"])
     sandbox.stop()
 
     # 2. Without latency: how fast the database side goes.

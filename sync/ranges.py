@@ -32,6 +32,7 @@ timeouts and retries).
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -66,24 +67,31 @@ def plan_ranges(
 ) -> list[list]:
     """Ranges `[after, until, done]` (ids in (after, until]; until None = no upper bound) for
     the `remaining` rows with an id above `after`, from the probe's density: `seen` rows with
-    ids from `first_id` to `after`. Bounded ranges get whole pages' worth of rows less the
-    `margin` share (so a good estimate ends each on a full page: no extra request), the larger
-    shares first; the last, open-ended range takes the rest. One range when it is not worth
-    splitting."""
+    ids from `first_id` to `after`. One range when it is not worth splitting.
+
+    Planned for the fewest rounds (requests one after the other on the busiest reader, which
+    is what the phase's wall time is): a bounded range counts on a page less the `margin`
+    share per request (the density is an estimate, and one row over costs a request), so
+    with `rounds` requests each, `readers` ranges hold `readers x rounds x page x (1 -
+    margin)` rows: `rounds` is the least that holds `remaining`. The bounded ranges take
+    that many rows each, in order, until what is left fits the last, open-ended range
+    (`id gt x`), which also takes every row beyond the estimate: a wrong estimate costs
+    balance, never what is read. (Sized to whole pages less the margin instead, the bounded
+    ranges' shortfall went to the open range: a round more for 20,000 invoices.)"""
     pages = -(-remaining // page_size)
     if readers < 2 or pages < max(min_pages, 2) or seen <= 0:
         return [[after, None, False]]
     ids_per_row = max(1.0, (after - first_id + 1) / seen)
-    base, more = divmod(pages, readers)
-    shares = [base + 1] * more + [base] * (readers - more)
-    ranges, low = [], after
-    for share in shares[:-1]:
-        if share == 0:
-            continue
-        rows = max(1, round(share * page_size * (1 - margin)))
-        high = low + max(1, round(rows * ids_per_row))
+    per_request = page_size * (1 - margin)
+    rounds = math.ceil(remaining / (readers * per_request))
+    bounded = max(1, round(rounds * per_request))
+    ranges, low, left = [], after, remaining
+    for _ in range(readers - 1):
+        if left <= bounded:
+            break  # the rest fits the open range's rounds
+        high = low + max(1, round(bounded * ids_per_row))
         ranges.append([low, high, False])
-        low = high
+        low, left = high, left - bounded
     ranges.append([low, None, False])
     return ranges
 

@@ -17,7 +17,7 @@ READ_AHEAD = 2  # pages read beyond the one being written (Prefetched, one query
 # The initial sync's id ranges (sync/ranges.py, decision in sync/engine.py):
 RANGE_READERS = 3  # Autotask allows 3 requests in flight per endpoint (API.md §4, §8.4)
 RANGE_DEPTH = 4 * RANGE_READERS  # pages read beyond those written, once split
-PROBE_PAGES = 2  # read before the split (the count is asked meanwhile: sync/engine.py)
+PROBE_PAGES = 1  # read before the split (the count is asked meanwhile: sync/engine.py)
 SPLIT_MIN_PAGES = 6  # pages left after the probe below which the query goes on alone
 # A bounded range is planned this share of its rows short of whole pages: the probe's density
 # is off by a few % (sandbox: ~3 %), and one row over costs a request; the open range takes them.

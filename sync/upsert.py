@@ -146,13 +146,7 @@ def upsert_page(
         return result
 
     if insert_first:
-        fresh = []
-        for autotask_id, row in page.items():
-            if not row.get(HOLD):  # a held row is never created
-                values = {name: row[name] for name in tracked_fields}
-                fp = row.get(FINGERPRINT) or fingerprint(values)
-                fresh.append(_new_row(partner, autotask_id, values, fp, row, extra_on_create))
-        created_ids = dict(_insert_new(model, fresh, now)) if fresh else {}
+        created_ids = _insert_page(model, partner, page, tracked_fields, extra_on_create, now)
         result.ids_by_autotask_id.update(created_ids)
         result.created += len(created_ids)
         page = {k: row for k, row in page.items() if k not in created_ids}
@@ -271,6 +265,81 @@ def upsert_page(
     return result
 
 
+@dataclass(frozen=True)
+class InsertGuard:
+    """A condition each new row must meet to be inserted, checked by PostgreSQL in the INSERT
+    itself: `condition` is SQL with `{column}` placeholders for the row's values of `columns`
+    (e.g. "its customer is still not archived and still has this currency"). SQL the caller
+    writes, never values: those stay parameters."""
+
+    columns: tuple[str, ...]
+    condition: str
+
+
+@dataclass(frozen=True)
+class PreparedInsert:
+    """`prepare_insert`'s statements, `(sql, params)` each, for `insert_new` to run."""
+
+    statements: tuple[tuple[str, list], ...] = ()
+
+
+def prepare_insert(
+    *,
+    model: type[models.Model],
+    partner,
+    rows: Iterable[dict],
+    tracked_fields: list[str],
+    guard: InsertGuard,
+    extra_on_create: Callable[[dict], dict] | None = None,
+    now: datetime | None = None,
+    connection=None,
+) -> PreparedInsert:
+    """The first step of `upsert_page(insert_first=True)` alone, built but not run, each row
+    to be inserted only if it meets `guard`. No database access: a reader's thread can build
+    it (`connection`: the writer's, for its SQL dialect only). Rows whose values cannot be
+    sent as arrays are left out, as are all of them off PostgreSQL: the caller upserts the
+    rows `insert_new` did not create."""
+    conn = connection or connections[router.db_for_write(model)]
+    page: dict[int, dict] = {}
+    for row in rows:
+        page[row["autotask_id"]] = row  # last occurrence wins
+    if not page or conn.vendor != "postgresql":
+        return PreparedInsert()
+    fresh = _fresh_rows(partner, page, tracked_fields, extra_on_create)
+    statements = _insert_statements(model, fresh, now or timezone.now(), conn, guard)
+    return PreparedInsert(tuple((sql, params) for sql, params, arrays in statements if arrays))
+
+
+def insert_new(*, model: type[models.Model], prepared: PreparedInsert) -> dict[int, int]:
+    """Run `prepare_insert`'s statements: {autotask id: id} of the rows created. A row not
+    created (it exists here, or failed the guard) is left for the caller to upsert with what
+    it reads fresh: the initial sync inserts its pages of new invoices with the customers it
+    knows in one statement, and upserts the rest (sync/engine.py). Must run inside a
+    transaction."""
+    out: dict[int, int] = {}
+    if prepared.statements:
+        with connections[router.db_for_write(model)].cursor() as cursor:
+            for sql, params in prepared.statements:
+                cursor.execute(sql, params)
+                out.update(cursor.fetchall())
+    return out
+
+
+def _fresh_rows(partner, page: dict[int, dict], tracked_fields, extra_on_create) -> list[dict]:
+    fresh = []
+    for autotask_id, row in page.items():
+        if not row.get(HOLD):  # a held row is never created
+            values = {name: row[name] for name in tracked_fields}
+            fp = row.get(FINGERPRINT) or fingerprint(values)
+            fresh.append(_new_row(partner, autotask_id, values, fp, row, extra_on_create))
+    return fresh
+
+
+def _insert_page(model, partner, page, tracked_fields, extra_on_create, now) -> dict[int, int]:
+    fresh = _fresh_rows(partner, page, tracked_fields, extra_on_create)
+    return dict(_insert_new(model, fresh, now)) if fresh else {}
+
+
 def _new_row(partner, autotask_id: int, values: dict, fp: str, row: dict, extra_on_create) -> dict:
     extra = extra_on_create(row) if extra_on_create else {}
     return {
@@ -331,6 +400,31 @@ def _insert_new(model, rows: list[dict], now: datetime) -> list[tuple[int, int]]
     than plain scalars still go through `get_db_prep_save`. Rows skipped by a conflict are not
     returned (and not counted as created)."""
     conn = connections[router.db_for_write(model)]
+    out = []
+    with conn.cursor() as cursor:
+        for sql, params, arrays in _insert_statements(model, rows, now, conn):
+            if conn.vendor != "postgresql":
+                # The newcomer's SQLite: same statement, one row at a time (small volumes).
+                for row_values in params:
+                    cursor.execute(sql, row_values)
+                    out.extend(cursor.fetchall())
+            elif arrays:
+                cursor.execute(sql, params)
+                out.extend(cursor.fetchall())
+            else:  # a value the arrays do not take: psycopg2 adapts each one
+                from psycopg2.extras import execute_values
+
+                out.extend(execute_values(cursor.cursor, sql, params, fetch=True))
+    return out
+
+
+def _insert_statements(
+    model, rows: list[dict], now: datetime, conn, guard: InsertGuard | None = None
+) -> list[tuple[str, list, bool]]:
+    """`_insert_new`'s statements, built without touching the database: `(sql, params,
+    arrays)` per batch of rows; `arrays` False: `sql` has `VALUES %s` for psycopg2's
+    `execute_values` and `params` is the batch (off PostgreSQL: one row's `VALUES` and the
+    rows). With a `guard`, each row is inserted only if it meets it (arrays only)."""
     fields = [f for f in model._meta.concrete_fields if not f.primary_key and not f.generated]
     plain = [type(f) in _PLAIN_FIELDS for f in fields]
     defaults = []
@@ -359,44 +453,47 @@ def _insert_new(model, rows: list[dict], now: datetime) -> list[tuple[int, int]]
         f"RETURNING {conn.ops.quote_name('autotask_id')}, {conn.ops.quote_name('id')}"
     )
     if conn.vendor != "postgresql":
-        # The newcomer's SQLite: same statement, one row at a time (small volumes).
         one = sql.replace("VALUES %s", "VALUES (" + ", ".join(["%s"] * len(fields)) + ")")
-        out = []
-        with conn.cursor() as cursor:
-            for row_values in values:
-                cursor.execute(one, row_values)
-                out.extend(cursor.fetchall())
-        return out
+        return [(one, values, False)] if values and guard is None else []
     element_types = [_array_element_type(f, conn) for f in fields]
-    out = []
-    with conn.cursor() as cursor:
-        for start in range(0, len(values), _INSERT_BATCH):
-            batch = values[start : start + _INSERT_BATCH]
-            unnested = _unnest_select(batch, element_types)
-            if unnested is None:  # a value the arrays do not take: psycopg2 adapts each one
-                from psycopg2.extras import execute_values
-
-                out.extend(execute_values(cursor.cursor, sql, batch, fetch=True))
-                continue
-            select, params = unnested
-            cursor.execute(sql.replace("VALUES %s", select), params)
-            out.extend(cursor.fetchall())
-    return out
+    names = [f.attname for f in fields]
+    guarded = frozenset(names.index(name) for name in guard.columns) if guard else frozenset()
+    statements = []
+    for start in range(0, len(values), _INSERT_BATCH):
+        batch = values[start : start + _INSERT_BATCH]
+        unnested = _unnest_select(batch, element_types, always_arrays=guarded)
+        if unnested is None:
+            if guard is None:
+                statements.append((sql, batch, False))
+            continue  # guarded: not inserted, the caller upserts these rows
+        select, params = unnested
+        if guard is not None:
+            columns = {name: f"u.c{names.index(name)}" for name in guard.columns}
+            select += " WHERE " + guard.condition.format(**columns)
+        statements.append((sql.replace("VALUES %s", select), params, True))
+    return statements
 
 
 _INSERT_BATCH = 1000
 
 
-def _unnest_select(batch: list[tuple], element_types: list[str]) -> tuple[str, list] | None:
+def _unnest_select(
+    batch: list[tuple], element_types: list[str], always_arrays: frozenset[int] = frozenset()
+) -> tuple[str, list] | None:
     """`SELECT … FROM unnest(…)` of the rows of `batch`, with its parameters: one array per
     column (`_as_arrays`), except a column whose rows all hold one value (the partner, the
     source, zeros, empty texts, NULLs, the creation time: about half of an invoice's columns
     in a sync), sent once as `%s::type` beside the arrays: PostgreSQL then parses a value
-    where it parsed 500 (the INSERT of a page of 500 invoices ~4 ms faster). None when a
-    value is not one the arrays take (the caller lets psycopg2 adapt the rows)."""
+    where it parsed 500 (the INSERT of a page of 500 invoices ~4 ms faster). Columns in
+    `always_arrays` are always arrays (`u.c<index>`: a guard refers to them). None when a value is
+    not one the arrays take (the caller lets psycopg2 adapt the rows)."""
     columns = list(zip(*batch, strict=True))
     constant = [
-        len(batch) > 1 and len(set(map(type, c))) == 1 and len(set(c)) == 1 for c in columns
+        i not in always_arrays
+        and len(batch) > 1
+        and len(set(map(type, c))) == 1
+        and len(set(c)) == 1
+        for i, c in enumerate(columns)
     ]
     if all(constant):
         constant[0] = False  # one array at least: it gives the number of rows

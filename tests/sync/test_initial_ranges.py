@@ -80,13 +80,32 @@ def sparse_top(db) -> None:
         db.void_invoice(at)
 
 
-def test_plan_ranges_bounded_ranges_on_whole_pages_the_last_open_ended():
+def test_plan_ranges_bounded_ranges_the_last_open_ended():
+    # 5,000 rows, 3 readers: 4 rounds each; a bounded range takes 4 pages less 6 % (1,880).
     ranges = plan_ranges(after=1_000, first_id=1, seen=1_000, remaining=5_000)
-    assert ranges == [[1_000, 2_880, False], [2_880, 4_290, False], [4_290, None, False]]
+    assert ranges == [[1_000, 2_880, False], [2_880, 4_760, False], [4_760, None, False]]
     # Twice as many ids per row: twice the id span per range.
     assert plan_ranges(after=2_000, first_id=1, seen=1_000, remaining=5_000)[0][1] == 2_000 + 3_760
     # Not worth splitting: one open-ended range.
     assert plan_ranges(after=10, first_id=1, seen=10, remaining=2_500) == [[10, None, False]]
+
+
+def test_plan_ranges_for_the_fewest_rounds_on_the_busiest_reader():
+    """20,000 invoices after a one-page probe: 19,500 rows left. Ranges of whole pages less
+    the margin (13, 13, 15 requests: the shortfall went to the open range) took a round more
+    than these (14, 14, 13)."""
+    ranges = plan_ranges(after=500, first_id=1, seen=500, remaining=19_500)
+    assert ranges == [[500, 7_080, False], [7_080, 13_660, False], [13_660, None, False]]
+    bounded = [high - low for low, high, _ in ranges[:-1]]
+    requests = [-(-rows // 500) for rows in [*bounded, 19_500 - sum(bounded)]]
+    assert requests == [14, 14, 13]
+    # A bounded range denser than the probe by the sandbox's ~3 % still fits its 14 rounds.
+    assert all(-(-int(rows * 1.03) // 500) <= 14 for rows in bounded)
+    # Two readers' worth of rows: the open range takes the rest, no empty range.
+    assert plan_ranges(after=500, first_id=1, seen=500, remaining=1_500, min_pages=2) == [
+        [500, 1_440, False],
+        [1_440, None, False],
+    ]
 
 
 def test_every_invoice_once_across_ranges_with_gaps_and_ids_beyond_the_estimate(
