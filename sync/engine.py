@@ -626,8 +626,9 @@ class SyncEngine(RereadPhases):
     def _prepare_invoices(self, items: list[dict]) -> tuple[list, dict]:
         """On a reader thread (no database, nothing of the run changed): the page's records,
         and for each invoice with a due date its values but the currency (its customer's,
-        known on the writer) with the fingerprint's JSON around it: what costs most per row
-        is done while the writer waits on PostgreSQL (issue 19, bench/sync_initial.py)."""
+        known on the writer) with the fingerprint's JSON around it; once the writer has read
+        `customers_known`, the page's INSERT too (`ahead.known`). What costs most per row is
+        done while the writer waits on PostgreSQL (issue 19, bench/sync_initial.py)."""
         parsed = parse_page(AutotaskInvoice, items)
         ahead = _Ahead()
         for record in parsed:
