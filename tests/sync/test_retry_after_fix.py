@@ -98,14 +98,18 @@ def test_twenty_simultaneous_retries_after_a_fix_make_exactly_one_run(
 def test_retry_now_button_starts_the_failed_kind_past_the_cooldown_after_a_fix(
     client_a, connected_a, user_a
 ):
-    first = _fail_and_fix(connected_a, user_a, fix_at=datetime.now(UTC))
-    response = client_a.post(reverse("integrations:autotask-retry"))
-    retry = SyncRun.objects.exclude(pk=first.pk).get(partner=connected_a)
-    assert response["Location"] == reverse("sync:run-detail", args=[retry.pk])
-    assert (retry.kind, retry.trigger) == (NEW, SyncRun.Trigger.MANUAL)
-    # A second click inside the new cooldown starts nothing and says when.
-    response = client_a.post(reverse("integrations:autotask-retry"), follow=True)
-    assert "available today at" in response.content.decode()
+    # At a fixed time of day: run at 23:07 on the wall clock, the new cooldown ended
+    # "tomorrow" and the wording checked below was not the one expected (a CI failure).
+    fix_at = T0 + timedelta(minutes=10)  # inside the failed run's cooldown
+    first = _fail_and_fix(connected_a, user_a, fix_at=fix_at)
+    with time_machine.travel(fix_at + timedelta(minutes=1), tick=False):
+        response = client_a.post(reverse("integrations:autotask-retry"))
+        retry = SyncRun.objects.exclude(pk=first.pk).get(partner=connected_a)
+        assert response["Location"] == reverse("sync:run-detail", args=[retry.pk])
+        assert (retry.kind, retry.trigger) == (NEW, SyncRun.Trigger.MANUAL)
+        # A second click inside the new cooldown starts nothing and says when.
+        response = client_a.post(reverse("integrations:autotask-retry"), follow=True)
+    assert "available today at 10:41 UTC (in 60 min)" in response.content.decode()
     assert SyncRun.objects.filter(partner=connected_a).count() == 2
 
 
