@@ -3,10 +3,11 @@ one true statement about Autotask's paid date, confirmations by data-confirm (no
 handlers), real labels on the payment form, money and times formatted, and a sync line."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.urls import reverse
 from django.utils import timezone
 
@@ -163,7 +164,15 @@ def test_money_and_times_are_formatted(client_a, partner_a, make_invoice):
 # --- the sync line -------------------------------------------------------------------------------
 
 
-def test_sync_line_says_when_autotask_was_last_read(client_a, partner_a, make_invoice):
+@pytest.fixture
+def midday():
+    """A fixed time of day: "an hour ago" is "today" (on the wall clock between 00:00 and
+    01:00 it was yesterday)."""
+    with time_machine.travel(datetime(2026, 3, 2, 14, 0, tzinfo=UTC), tick=False):
+        yield
+
+
+def test_sync_line_says_when_autotask_was_last_read(client_a, partner_a, make_invoice, midday):
     invoice = make_invoice(partner_a)
     Invoice.objects.filter(pk=invoice.pk).update(created_at=timezone.now() - timedelta(days=3))
     invoice.refresh_from_db()
