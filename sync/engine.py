@@ -127,6 +127,7 @@ from .upsert import (
     UpsertResult,
     fingerprint_filled,
     fingerprint_parts,
+    guards_supported,
     insert_new,
     prepare_insert,
     upsert_page,
@@ -171,10 +172,6 @@ class _Ahead(dict):
 
 def _invoice_extra(row: dict) -> dict:
     return {"source": "autotask", "customer_id": row["customer_id"]}
-
-
-def _guarded_inserts() -> bool:
-    return connections[router.db_for_write(Invoice)].vendor == "postgresql"
 
 
 # `_insert_known`'s guard: the customer is still the partner's, not archived, same currency.
@@ -644,12 +641,11 @@ class SyncEngine(RereadPhases):
             parts = fingerprint_parts(tracked, hole="currency")
             if parts is not None:
                 ahead[record.id] = (values, parts)
-        known_customers, connection = self.customers_known, self.insert_connection
-        if known_customers is not None and self.run.kind == SyncRun.Kind.INITIAL:
+        if self.customers_known is not None:
             # The customers are known by now: the page's INSERT is built here too.
             records = [r for r in parsed if not isinstance(r, AutotaskResponseError)]
             rows, row_records, rest = self._known_rows(records, ahead)
-            ahead.known = (row_records, rest, self._prepare_known(rows, connection))
+            ahead.known = (row_records, rest, self._prepare_known(rows, self.insert_connection))
         return parsed, ahead
 
     def _customers_known(self) -> dict[int, tuple[int, str]] | None:
@@ -658,7 +654,7 @@ class SyncEngine(RereadPhases):
         of new invoices are then inserted without looking their customers up, each invoice
         only if its customer is still so in the INSERT itself (`_insert_known`). None where
         the guarded insert does not exist (SQLite): every page looks its customers up."""
-        if not _guarded_inserts():
+        if not guards_supported(Invoice):
             return None
         return {
             at_id: (pk, currency)
@@ -717,7 +713,7 @@ class SyncEngine(RereadPhases):
         return rest + [r for r in row_records if r.id not in created]
 
     def _apply_invoices(self, records: list[AutotaskInvoice], prepared: dict | None = None) -> None:
-        if self.customers_known is not None and self.run.kind == SyncRun.Kind.INITIAL:
+        if self.customers_known is not None:  # the initial sync's invoices (`_initial_phases`)
             records = self._insert_known(records, prepared)
             if not records:
                 return
@@ -759,14 +755,14 @@ class SyncEngine(RereadPhases):
                         payment_term_days=self.payment_terms,
                         currency=currency,
                     )
+                    values.pop("company_id")
+                    values["customer_id"] = customer[0]
                 else:
                     values = _invoice_row(record.id, ahead, customer[0], currency)
             except ValueError as exc:
                 self._skip(f"invalid invoice: {exc}")
                 self.counts["failed"] += 1
                 continue
-            values.pop("company_id", None)
-            values["customer_id"] = customer[0]
             if customer[1] is not None:
                 # Hidden, never created or rewritten; its paid/voided state still follows.
                 values[HOLD] = "customer archived here"

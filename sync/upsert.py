@@ -146,7 +146,8 @@ def upsert_page(
         return result
 
     if insert_first:
-        created_ids = _insert_page(model, partner, page, tracked_fields, extra_on_create, now)
+        fresh = _fresh_rows(partner, page, tracked_fields, extra_on_create)
+        created_ids = dict(_insert_new(model, fresh, now)) if fresh else {}
         result.ids_by_autotask_id.update(created_ids)
         result.created += len(created_ids)
         page = {k: row for k, row in page.items() if k not in created_ids}
@@ -283,6 +284,13 @@ class PreparedInsert:
     statements: tuple[tuple[str, list], ...] = ()
 
 
+def guards_supported(model: type[models.Model], connection=None) -> bool:
+    """Whether an `InsertGuard` can be checked where `model` is written: PostgreSQL (the
+    guard is in the INSERT … SELECT FROM unnest(…)); not the SQLite development path."""
+    conn = connection or connections[router.db_for_write(model)]
+    return conn.vendor == "postgresql"
+
+
 def prepare_insert(
     *,
     model: type[models.Model],
@@ -303,7 +311,7 @@ def prepare_insert(
     page: dict[int, dict] = {}
     for row in rows:
         page[row["autotask_id"]] = row  # last occurrence wins
-    if not page or conn.vendor != "postgresql":
+    if not page or not guards_supported(model, conn):
         return PreparedInsert()
     fresh = _fresh_rows(partner, page, tracked_fields, extra_on_create)
     statements = _insert_statements(model, fresh, now or timezone.now(), conn, guard)
@@ -333,11 +341,6 @@ def _fresh_rows(partner, page: dict[int, dict], tracked_fields, extra_on_create)
             fp = row.get(FINGERPRINT) or fingerprint(values)
             fresh.append(_new_row(partner, autotask_id, values, fp, row, extra_on_create))
     return fresh
-
-
-def _insert_page(model, partner, page, tracked_fields, extra_on_create, now) -> dict[int, int]:
-    fresh = _fresh_rows(partner, page, tracked_fields, extra_on_create)
-    return dict(_insert_new(model, fresh, now)) if fresh else {}
 
 
 def _new_row(partner, autotask_id: int, values: dict, fp: str, row: dict, extra_on_create) -> dict:
